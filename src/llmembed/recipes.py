@@ -1,0 +1,89 @@
+"""Recipes: a TOML file naming the backbones and the head and training settings.
+
+Shipped recipes live in ``llmembed/recipes/*.toml`` (``paper``: the published configuration for a
+GPU; ``cpu``: the offline default built from the model zoo). A path to any TOML file works too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .backbones import BackboneSpec
+from .errors import LLMEmbedError
+from .heads import HeadConfig
+from .training import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class Recipe:
+    """Everything needed to build an LLMEmbed classifier, before training."""
+
+    name: str
+    backbones: list[BackboneSpec]
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str = "custom") -> Recipe:
+        known = {"name", "description", "backbones", "head", "train"}
+        if set(data) - known:
+            raise LLMEmbedError(
+                f"Unknown recipe section(s) {sorted(set(data) - known)}; known: {sorted(known)}"
+            )
+        if not data.get("backbones"):
+            raise LLMEmbedError("A recipe needs at least one [[backbones]] table")
+        return cls(
+            name=data.get("name", name),
+            description=data.get("description", ""),
+            backbones=[BackboneSpec.from_dict(b) for b in data["backbones"]],
+            head=HeadConfig.from_dict(data.get("head", {})),
+            train=TrainConfig.from_dict(data.get("train", {})),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "backbones": [b.to_dict() for b in self.backbones],
+            "head": self.head.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with llmembed."""
+    folder = resources.files("llmembed") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """A shipped recipe by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise LLMEmbedError(f"Recipe file {path} does not exist")
+        text, name = path.read_text(), path.stem
+    else:
+        name = str(name_or_path)
+        if name not in available_recipes():
+            raise LLMEmbedError(
+                f"Unknown recipe {name!r}; shipped recipes: "
+                f"{', '.join(available_recipes())}, or give a .toml path"
+            )
+        text = (resources.files("llmembed") / "recipes" / f"{name}.toml").read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LLMEmbedError(f"Recipe {name_or_path}: invalid TOML ({e})") from e
+    return Recipe.from_dict(data, name=name)

@@ -1,0 +1,154 @@
+"""Shared fixtures: tiny random models saved to disk, so every test runs offline in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+WORDS = [
+    "good",
+    "great",
+    "fine",
+    "nice",
+    "love",
+    "happy",
+    "best",
+    "fun",
+    "bad",
+    "awful",
+    "poor",
+    "sad",
+    "hate",
+    "worst",
+    "boring",
+    "dull",
+    "the",
+    "a",
+    "movie",
+    "film",
+    "was",
+    "is",
+    "it",
+    "this",
+    "and",
+    "very",
+    "not",
+    "really",
+    "plot",
+    "acting",
+    "story",
+    "day",
+    "cat",
+    "dog",
+    "market",
+    "stock",
+    "oil",
+    "wheat",
+    "price",
+    "bank",
+    "rate",
+    "trade",
+    "ship",
+]
+
+
+def make_tiny_llama(folder: Path, layers: int = 3) -> Path:
+    """A 3-layer LlamaModel (width 32) with a word-level tokenizer that adds <s> and has no pad."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    LlamaModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_bert(folder: Path, layers: int = 2) -> Path:
+    """A 2-layer BertModel (width 24, with pooler) and a WordPiece tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(1)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=24,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=256,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Never touch the user's real caches from tests."""
+    monkeypatch.setenv("LLMEMBED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def toy_texts() -> tuple[list[str], list[str]]:
+    """A small, separable sentiment set (40 texts)."""
+    pos = [
+        "good movie",
+        "great film",
+        "love this story",
+        "best acting",
+        "fun plot",
+        "nice day",
+        "happy cat",
+        "really good",
+        "very great",
+        "fine film",
+    ]
+    neg = [
+        "bad movie",
+        "awful film",
+        "hate this story",
+        "worst acting",
+        "boring plot",
+        "sad day",
+        "dull dog",
+        "really bad",
+        "very poor",
+        "not good film",
+    ]
+    texts = pos + neg + [f"the {t}" for t in pos] + [f"the {t}" for t in neg]
+    labels = (["pos"] * 10 + ["neg"] * 10) * 2
+    return texts, labels

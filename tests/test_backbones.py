@@ -1,0 +1,166 @@
+import numpy as np
+import pytest
+import torch
+
+from llmembed.backbones import Backbone, BackboneSpec, parse_layers, resolve_device, resolve_dtype
+from llmembed.errors import LLMEmbedError
+from llmembed.pooling import pool
+
+
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("-1", [30]),
+        ("-5:", [26, 27, 28, 29, 30]),
+        ("10:13", [10, 11, 12]),
+        ("6,12,18", [6, 12, 18]),
+        ("0", [0]),
+        ("all", list(range(31))),
+        ("1:10:4", [1, 5, 9]),
+        ("-1,0", [30, 0]),
+    ],
+)
+def test_parse_layers(spec, expected):
+    assert parse_layers(spec, 31) == expected
+
+
+@pytest.mark.parametrize("spec", ["31", "-32", "a:b", "", "3,3", "40:50"])
+def test_parse_layers_errors(spec):
+    with pytest.raises(LLMEmbedError):
+        parse_layers(spec, 31)
+
+
+def _reference(model_dir, texts, layers, method):
+    """Pooled hidden states straight from transformers, one text at a time, no padding."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = []
+    for t in texts:
+        enc = tok(t, return_tensors="pt")
+        with torch.no_grad():
+            hs = model(**enc, output_hidden_states=True).hidden_states
+        out.append(torch.stack([pool(hs[i], enc["attention_mask"], method)[0] for i in layers]))
+    return torch.stack(out).numpy()
+
+
+TEXTS = [
+    "good movie",
+    "the plot was really boring and the acting was awful",
+    "cat",
+    "this film is not good",
+    "market price of oil and wheat",
+    "a very very very long long story about the day the dog and the cat went to the bank",
+]
+
+
+@pytest.mark.parametrize("method", ["mean", "mean_no_first", "last", "first"])
+def test_decoder_layers_match_transformers(tiny_llama, method):
+    bb = Backbone(
+        BackboneSpec(str(tiny_llama), layers="all", pooling=method, dtype="float32"), device="cpu"
+    )
+    got = bb.embed(TEXTS, progress=False)
+    assert got.shape == (len(TEXTS), 4, 32)
+    want = _reference(tiny_llama, TEXTS, range(4), method)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_same_text_same_vector_whatever_the_batch(tiny_llama):
+    spec = BackboneSpec(
+        str(tiny_llama), layers="1,-1", pooling="mean", dtype="float32", token_budget=64
+    )
+    bb = Backbone(spec, device="cpu")
+    alone = bb.embed(["good movie"], progress=False)[0]
+    mixed = bb.embed(TEXTS * 3, progress=False)
+    for row in (0, len(TEXTS), 2 * len(TEXTS)):
+        np.testing.assert_allclose(mixed[row], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_early_stop_gives_same_middle_layers(tiny_llama):
+    """Stopping after the deepest requested layer changes nothing in the vectors."""
+    shallow = Backbone(BackboneSpec(str(tiny_llama), layers="1,2", dtype="float32"), "cpu")
+    full = Backbone(BackboneSpec(str(tiny_llama), layers="1,2,-1", dtype="float32"), "cpu")
+    np.testing.assert_allclose(
+        shallow.embed(TEXTS, progress=False), full.embed(TEXTS, progress=False)[:, :2], rtol=1e-5
+    )
+
+
+def test_encoder_pooler_and_cls(tiny_bert):
+    from transformers import AutoModel, AutoTokenizer
+
+    bb = Backbone(BackboneSpec(str(tiny_bert), pooling="pooler", dtype="float32"), "cpu")
+    got = bb.embed(TEXTS[:3], progress=False)
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    with torch.no_grad():
+        want = model(**tok(TEXTS[2], return_tensors="pt")).pooler_output[0].numpy()
+    assert got.shape == (3, 1, 24)
+    np.testing.assert_allclose(got[2, 0], want, rtol=1e-4, atol=1e-5)
+    cls = Backbone(BackboneSpec(str(tiny_bert), layers="-2:", pooling="first"), "cpu")
+    assert cls.embed(TEXTS[:2], progress=False).shape == (2, 2, 24)
+
+
+def test_fixed_padding_mean_includes_padding(tiny_bert):
+    """The published flaw: with max_length padding a plain mean depends on the padding."""
+    fixed = Backbone(
+        BackboneSpec(
+            str(tiny_bert),
+            pooling="mean_padded",
+            padding="max_length",
+            max_length=32,
+            dtype="float32",
+        ),
+        "cpu",
+    )
+    masked = Backbone(BackboneSpec(str(tiny_bert), pooling="mean", dtype="float32"), "cpu")
+    a = fixed.embed(["good movie"], progress=False)
+    b = masked.embed(["good movie"], progress=False)
+    assert not np.allclose(a, b, atol=1e-3)
+
+
+def test_order_is_input_order(tiny_llama):
+    bb = Backbone(BackboneSpec(str(tiny_llama), dtype="float32", token_budget=16), "cpu")
+    fwd = bb.embed(TEXTS, progress=False)
+    rev = bb.embed(TEXTS[::-1], progress=False)
+    np.testing.assert_allclose(fwd, rev[::-1], rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_close_to_fp32(tiny_llama):
+    a = Backbone(BackboneSpec(str(tiny_llama), dtype="float32"), "cpu").embed(TEXTS, False)
+    b = Backbone(BackboneSpec(str(tiny_llama), dtype="bfloat16"), "cpu").embed(TEXTS, False)
+    assert b.dtype == np.float32
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.min() > 0.99
+
+
+def test_fingerprint_depends_on_settings(tiny_llama):
+    a = Backbone(BackboneSpec(str(tiny_llama), layers="-1"), "cpu")
+    b = Backbone(BackboneSpec(str(tiny_llama), layers="-2"), "cpu")
+    c = Backbone(BackboneSpec(str(tiny_llama), layers="-1", token_budget=7), "cpu")
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint() == c.fingerprint()  # batching does not change the vectors
+
+
+def test_unknown_model_says_how_to_get_it(tmp_path):
+    with pytest.raises(LLMEmbedError, match="llmembed models"):
+        Backbone(BackboneSpec(str(tmp_path / "no-such-model")), "cpu").load()
+
+
+def test_cuda_absent_is_clear():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(LLMEmbedError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_dtype_auto():
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+
+
+def test_bad_spec_values():
+    with pytest.raises(LLMEmbedError):
+        BackboneSpec("x", padding="right")
+    with pytest.raises(LLMEmbedError, match="Unknown backbone setting"):
+        BackboneSpec.from_dict({"model": "x", "layer": "-1"})

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from llmembed.backbones import Backbone, BackboneSpec
+from llmembed.cache import EmbeddingCache
+
+
+class CountingBackbone:
+    """Stands in for a Backbone: deterministic vectors, counts the texts it embeds."""
+
+    def __init__(self, fail_after: int | None = None, fp: str = "fp-test"):
+        self.spec = BackboneSpec(model="counting")
+        self.calls: list[str] = []
+        self.fail_after = fail_after
+        self._fp = fp
+
+    def fingerprint(self):
+        return self._fp
+
+    def describe(self):
+        return {"spec": self.spec.to_dict()}
+
+    def embed(self, texts, progress=True, on_batch=None):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls.extend(texts)
+        out = np.stack([[[len(t), sum(map(ord, t)) % 97]] for t in texts]).astype(np.float32)
+        if on_batch:
+            on_batch(len(texts))
+        return out
+
+
+TEXTS = [f"text number {i}" for i in range(25)]
+
+
+def test_hit_miss_and_new_texts_only(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    bb = CountingBackbone()
+    first = cache.embed(bb, TEXTS, progress=False)
+    assert (cache.last_hits, cache.last_misses) == (0, 25)
+    assert len(bb.calls) == 25
+    again = cache.embed(bb, TEXTS, progress=False)
+    assert len(bb.calls) == 25  # zero new computations
+    assert cache.last_hits == 25
+    np.testing.assert_array_equal(first, again)
+    more = cache.embed(bb, TEXTS + ["a new one", "text number 3"], progress=False)
+    assert bb.calls[25:] == ["a new one"]
+    np.testing.assert_array_equal(more[-1], first[3])
+
+
+def test_duplicates_within_a_call_are_computed_once(tmp_path):
+    bb = CountingBackbone()
+    out = EmbeddingCache(tmp_path).embed(bb, ["x", "y", "x"], progress=False)
+    assert bb.calls == ["x", "y"]
+    np.testing.assert_array_equal(out[0], out[2])
+
+
+def test_resume_after_interrupted_run(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    with pytest.raises(KeyboardInterrupt):
+        cache.embed(CountingBackbone(fail_after=10), TEXTS, progress=False)
+    # The first chunk was committed; no temp file is left looking like a chunk.
+    folder = tmp_path / "fp-test"
+    assert len(list(folder.glob("chunk-*.safetensors"))) == 1
+    bb = CountingBackbone()
+    out = cache.embed(bb, TEXTS, progress=False)
+    assert bb.calls == TEXTS[10:]
+    np.testing.assert_array_equal(
+        out, EmbeddingCache(tmp_path / "fresh").embed(CountingBackbone(), TEXTS, progress=False)
+    )
+
+
+def test_corrupt_chunk_is_detected_and_recomputed(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    want = cache.embed(CountingBackbone(), TEXTS, progress=False)
+    chunk = sorted((tmp_path / "fp-test").glob("chunk-*.safetensors"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[-3] ^= 0xFF  # flip a byte in the embeddings
+    chunk.write_bytes(bytes(data))
+    bb = CountingBackbone()
+    with pytest.warns(UserWarning, match="corrupt cache chunk"):
+        got = cache.embed(bb, TEXTS, progress=False)
+    assert 0 < len(bb.calls) <= 10
+    np.testing.assert_array_equal(got, want)
+
+
+def test_truncated_chunk_is_recomputed(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=100)
+    cache.embed(CountingBackbone(), TEXTS, progress=False)
+    chunk = next((tmp_path / "fp-test").glob("chunk-*.safetensors"))
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    bb = CountingBackbone()
+    with pytest.warns(UserWarning):
+        cache.embed(bb, TEXTS, progress=False)
+    assert len(bb.calls) == 25
+
+
+def test_info_and_clear(tmp_path):
+    cache = EmbeddingCache(tmp_path, chunk_size=10)
+    cache.embed(CountingBackbone(fp="aaa"), TEXTS, progress=False)
+    cache.embed(CountingBackbone(fp="bbb"), TEXTS[:5], progress=False)
+    entries = {e.fingerprint: e for e in cache.entries()}
+    assert entries["aaa"].n_texts == 25 and entries["aaa"].n_chunks == 3
+    assert entries["bbb"].n_texts == 5
+    assert entries["aaa"].meta["spec"]["model"] == "counting"
+    assert cache.clear("aaa") == 1
+    assert [e.fingerprint for e in cache.entries()] == ["bbb"]
+    assert cache.clear() == 1 and cache.entries() == []
+
+
+def test_real_backbone_cached_equals_uncached(tmp_path, tiny_llama):
+    bb = Backbone(BackboneSpec(str(tiny_llama), layers="1,-1", dtype="float32"), "cpu")
+    cache = EmbeddingCache(tmp_path)
+    texts = ["good movie", "bad film", "the cat"]
+    np.testing.assert_allclose(
+        cache.embed(bb, texts, progress=False), bb.embed(texts, progress=False), rtol=1e-5
+    )
+    assert cache.embed(bb, texts, progress=False).shape == (3, 2, 32)
+    assert cache.last_hits == 3

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from llmembed import LLMEmbedClassifier, LLMEmbedError, Recipe, available_recipes, load_recipe
+from llmembed.backbones import BackboneSpec
+from llmembed.heads import HeadConfig
+from llmembed.training import TrainConfig
+
+
+def tiny_recipe(llama, bert) -> Recipe:
+    return Recipe(
+        name="tiny",
+        backbones=[
+            BackboneSpec(str(llama), layers="1,2,-1", pooling="mean_no_first", dtype="float32"),
+            BackboneSpec(str(bert), layers="-1", pooling="first", dtype="float32"),
+        ],
+        head=HeadConfig(proj_dim=16, hidden=[32], sigma=0.5, dropout=0.1),
+        train=TrainConfig(lr=1e-2, batch_size=8, max_epochs=40, patience=10, val_fraction=0.2),
+    )
+
+
+@pytest.fixture
+def fitted(tiny_llama, tiny_bert, toy_texts):
+    texts, labels = toy_texts
+    clf = LLMEmbedClassifier(recipe=tiny_recipe(tiny_llama, tiny_bert), verbose=False)
+    return clf.fit(texts, labels)
+
+
+def test_fit_predict_string_labels(fitted, toy_texts):
+    texts, labels = toy_texts
+    pred = fitted.predict(texts)
+    assert set(pred) <= {"pos", "neg"} and pred.dtype.kind == "U"
+    assert fitted.score(texts, labels) >= 0.8
+    proba = fitted.predict_proba(texts[:3])
+    assert proba.shape == (3, 2)
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    m = fitted.evaluate(texts, labels)
+    assert {"accuracy", "macro_f1", "micro_f1", "positive_f1", "confusion_matrix"} <= set(m)
+
+
+def test_int_labels_come_back_as_ints(tiny_llama, tiny_bert, toy_texts):
+    texts, labels = toy_texts
+    y = [1 if lab == "pos" else 0 for lab in labels]
+    clf = LLMEmbedClassifier(recipe=tiny_recipe(tiny_llama, tiny_bert), verbose=False)
+    pred = clf.fit(texts, y).predict(texts[:4])
+    assert pred.dtype.kind == "i" and set(pred) <= {0, 1}
+
+
+def test_save_load_round_trip(fitted, toy_texts, tmp_path):
+    texts, _ = toy_texts
+    fitted.save(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "head.safetensors",
+        "llmembed.json",
+    ]
+    loaded = LLMEmbedClassifier.load(tmp_path / "model", device="cpu", verbose=False)
+    np.testing.assert_array_equal(loaded.predict_proba(texts), fitted.predict_proba(texts))
+    assert list(loaded.predict(texts)) == list(fitted.predict(texts))
+
+
+def test_second_fit_uses_cache(fitted, toy_texts):
+    texts, labels = toy_texts
+    bb = fitted.backbones_[0]
+    calls = []
+    original = bb.embed
+    bb.embed = lambda t, **kw: calls.append(len(t)) or original(t, **kw)
+    fitted.transform(texts)
+    assert calls == []  # everything came from the cache
+
+
+def test_bad_inputs(tiny_llama, tiny_bert, toy_texts):
+    texts, labels = toy_texts
+    clf = LLMEmbedClassifier(recipe=tiny_recipe(tiny_llama, tiny_bert), verbose=False)
+    with pytest.raises(LLMEmbedError, match="single class"):
+        clf.fit(texts, ["pos"] * len(texts))
+    with pytest.raises(LLMEmbedError, match="3"):
+        clf.fit(texts[:3] + [""] + texts[4:], labels)
+    with pytest.raises(LLMEmbedError):
+        clf.fit(texts[:5] + [None] + texts[6:], labels)
+    with pytest.raises(LLMEmbedError, match="labels"):
+        clf.fit(texts, labels[:-1])
+    with pytest.raises(LLMEmbedError, match="not fitted"):
+        clf.predict(texts)
+
+
+def test_load_missing_folder(tmp_path):
+    with pytest.raises(LLMEmbedError, match="not a saved llmembed model"):
+        LLMEmbedClassifier.load(tmp_path)
+
+
+def test_shipped_recipes():
+    assert {"cpu", "paper"} <= set(available_recipes())
+    paper = load_recipe("paper")
+    assert [b.layers for b in paper.backbones] == ["-5:", "-1", "-1"]
+    assert paper.head.proj_dim == 1024 and not paper.head.project_same_width
+    assert load_recipe("cpu").backbones[0].model == "smollm2-135m"
+
+
+def test_recipe_file_and_errors(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[[backbones]]\nmodel = "x"\nlayers = "-2"\n[head]\nsigma = 2.0\n')
+    r = load_recipe(path)
+    assert r.backbones[0].layers == "-2" and r.head.sigma == 2.0 and r.name == "r"
+    with pytest.raises(LLMEmbedError, match="Unknown recipe"):
+        load_recipe("nope")
+    path.write_text('[[backbones]]\nmodel = "x"\n[trian]\nlr = 1\n')
+    with pytest.raises(LLMEmbedError, match="trian"):
+        load_recipe(path)
+
+
+def test_overrides(tiny_llama, tiny_bert):
+    clf = LLMEmbedClassifier(
+        recipe=tiny_recipe(tiny_llama, tiny_bert), head={"fusion": "mean"}, train={"lr": 0.5}
+    )
+    r = clf._resolved_recipe()
+    assert r.head.fusion == "mean" and r.head.proj_dim == 16 and r.train.lr == 0.5
