@@ -47,7 +47,9 @@ class BackboneSpec:
     model: zoo short name (``llmembed models list``), hub id, local folder or ``.gguf`` file.
     layers: hidden-state indices (0 = embeddings, -1 = last layer):
         "-1", "-5:", "10:20", "6,12,18", "all".
-    pooling: see ``llmembed.pooling.POOLINGS``.
+    pooling: one of ``llmembed.pooling.POOLINGS``, or several joined by commas
+        ("mean_no_first,last"), all computed from the same forward pass; vectors are ordered
+        layer-major (layer 1 poolings, layer 2 poolings, ...).
     padding: "longest" (dynamic, per batch) or "max_length" (the published code's fixed padding).
     token_budget: padded tokens per batch; batches of short texts hold more texts.
     """
@@ -63,7 +65,10 @@ class BackboneSpec:
 
     def __post_init__(self) -> None:
         self.layers = str(self.layers)
-        check_pooling(self.pooling)
+        for method in self.poolings:
+            check_pooling(method)
+        if "pooler" in self.poolings and len(self.poolings) > 1:
+            raise LLMEmbedError("pooling 'pooler' cannot be combined with other poolings")
         if self.padding not in ("longest", "max_length"):
             raise LLMEmbedError(f"padding must be 'longest' or 'max_length', not {self.padding!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -85,6 +90,10 @@ class BackboneSpec:
         if "model" not in data:
             raise LLMEmbedError("A backbone needs a 'model' (zoo name, hub id, folder or .gguf)")
         return cls(**data)
+
+    @property
+    def poolings(self) -> list[str]:
+        return [p.strip() for p in self.pooling.split(",")]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,8 +267,9 @@ class Backbone:
         if ref.endswith(".gguf") and Path(ref).is_file():
             kwargs["gguf_file"] = Path(ref).name
             ref = str(Path(ref).parent)
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # a per-tensor bar for a model loading in a second
         try:
             tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
             model = AutoModel.from_pretrained(ref, dtype=self.dtype, **kwargs)
@@ -267,6 +277,8 @@ class Backbone:
             raise _unknown_model_error(self.spec.model, self.reference, e) from e
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         if kwargs.get("gguf_file"):
             model = model.to(self.dtype)  # GGUF dequantizes to fp32 whatever dtype says
         if tokenizer.pad_token is None:
@@ -299,7 +311,8 @@ class Backbone:
 
     @property
     def n_vectors(self) -> int:
-        return len(self.layer_indices)
+        """Vectors per text: layers x poolings."""
+        return len(self.layer_indices) * len(self.spec.poolings)
 
     @property
     def tokenizer(self) -> Any:
@@ -347,9 +360,12 @@ class Backbone:
         progress: bool = True,
         on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Pooled hidden states, float32 [len(texts), n_layers, hidden_size], in input order."""
+        """Pooled hidden states, float32 [len(texts), n_vectors, hidden_size], in input order.
+
+        n_vectors = layers x poolings, layer-major.
+        """
         self.load()
-        out = np.zeros((len(texts), len(self._layers), self.hidden_size), dtype=np.float32)
+        out = np.zeros((len(texts), self.n_vectors, self.hidden_size), dtype=np.float32)
         if not len(texts):
             return out
         enc = self._tokenizer(
@@ -395,23 +411,23 @@ class Backbone:
         return ids, mask
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One batch -> [b, n_layers, hidden] pooled in float32."""
+        """One batch -> [b, n_layers * n_poolings, hidden] pooled in float32."""
         ids, mask = ids.to(self.device), mask.to(self.device)
         last = self.num_hidden_states - 1
         wanted = set(self._layers)
         captured: dict[int, torch.Tensor] = {}
-        method = self.spec.pooling
+        methods = self.spec.poolings
         deepest = max(self._layers)
-        needs_output = method == "pooler" or last in wanted
+        needs_output = methods == ["pooler"] or last in wanted
         hooks = []
 
         def grab(index: int, hidden: Any) -> None:
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-            captured[index] = pool(hidden, mask, method)
+            captured[index] = torch.stack([pool(hidden, mask, m) for m in methods])
             if not needs_output and index == deepest:
                 raise _StopForward
 
-        if 0 in wanted and method != "pooler":
+        if 0 in wanted and methods != ["pooler"]:
             hooks.append(
                 self._block_list[0].register_forward_pre_hook(
                     lambda _m, args, kwargs: grab(0, args[0] if args else kwargs["hidden_states"]),
@@ -427,11 +443,11 @@ class Backbone:
         try:
             with torch.inference_mode():
                 output = self._model(input_ids=ids, attention_mask=mask, use_cache=False)
-            if method == "pooler":
-                captured[last] = output.pooler_output.float()
+            if methods == ["pooler"]:
+                captured[last] = output.pooler_output.float()[None]
             elif last in wanted:
                 # HF's hidden_states[-1] is the final-norm output: use last_hidden_state.
-                captured[last] = pool(output.last_hidden_state, mask, method)
+                grab(last, output.last_hidden_state)
         except _StopForward:
             pass
         except torch.cuda.OutOfMemoryError as e:
@@ -449,4 +465,4 @@ class Backbone:
         finally:
             for h in hooks:
                 h.remove()
-        return torch.stack([captured[i] for i in self._layers], dim=1)
+        return torch.cat([captured[i] for i in self._layers]).transpose(0, 1)

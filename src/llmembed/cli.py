@@ -315,6 +315,63 @@ def demo(
     _run(go)
 
 
+@app.command()
+def probe(
+    model: Annotated[str, typer.Argument(help="Zoo name, hub id, folder or .gguf file.")],
+    dataset: Annotated[str, typer.Option(help="Benchmark: sst2, mr, agnews, r8, r52.")],
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder.")] = None,
+    n: Annotated[int, typer.Option(help="Train texts used (stratified subset).")] = 4000,
+    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 256,
+    poolings: Annotated[str, typer.Option(help="Comma-separated poolings to compare.")] = (
+        "mean,mean_no_first,last"
+    ),
+    plot: Annotated[Path | None, typer.Option(help="Write the accuracy-by-depth PNG here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the rows as JSON here.")
+    ] = None,
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Linear probe on every layer and pooling of MODEL (validation split carved from train)."""
+
+    def go():
+        from .data import load_benchmark
+        from .probe import plot_probe, probe_layers
+
+        ds = load_benchmark(dataset, data_dir)
+        if ds.is_cv:  # no train split: probe on a subset of the labelled pool
+            sub = ds.subsample(None, n)
+            texts, labels = sub.test_texts, sub.test_labels
+        else:
+            sub = ds.subsample(n, None)
+            texts, labels = sub.train_texts, sub.train_labels
+        res = probe_layers(
+            model,
+            texts,
+            labels,
+            dataset=dataset,
+            poolings=poolings.split(","),
+            max_length=max_length,
+            cache_dir=cache_dir,
+            device=device,
+            progress=not quiet,
+        )
+        table = Table(title=f"{model} on {dataset}: best layer per pooling")
+        for col in ("pooling", "best layer", "accuracy", "macro-F1"):
+            table.add_column(col)
+        for p in dict.fromkeys(r["pooling"] for r in res.rows):
+            b = res.best(p)
+            table.add_row(p, str(b["layer"]), f"{b['accuracy']:.4f}", f"{b['macro_f1']:.4f}")
+        Console().print(table)
+        if plot:
+            console.print(f"wrote {plot_probe([res], plot)}")
+        if output:
+            _write_json(output, res.to_dict())
+
+    _run(go)
+
+
 @cache_app.command("info")
 def cache_info(cache_dir: CacheDir = None) -> None:
     """List cached backbones: model, layers, pooling, texts, size."""

@@ -24,7 +24,9 @@ Nothing here imports torch or transformers at module import time, so listing mod
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -264,6 +266,7 @@ def resolve(name_or_path: str) -> str:
     """Map a zoo short name to its installed folder, or to its hub id when not installed.
 
     Anything that is not a zoo name (hub id, local folder, ``.gguf`` file) is returned unchanged.
+    A zoo name wins over a same-named relative folder; write ``./NAME`` to mean the folder.
     """
     model = MODELS.get(name_or_path)
     if model is None:
@@ -279,10 +282,15 @@ def verify(name: str) -> bool:
         return False
     folder = model_path(name)
     marker = _read_marker(folder)
-    assert marker is not None
-    return all(
-        _sha256_file(folder / rel) == info.get("sha256") for rel, info in marker["files"].items()
-    )
+    if marker is None:
+        return False
+    try:
+        return all(
+            _sha256_file(folder / rel) == info.get("sha256")
+            for rel, info in marker["files"].items()
+        )
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -491,15 +499,19 @@ def _build_gemma3(wheels: dict[str, Path], work: Path, staging: Path, progress: 
 
 
 def _convert_quietly(gguf_file: Path, staging: Path, progress: bool) -> None:
+    """Run :func:`convert_gguf`, hiding transformers' progress bars unless ``progress``."""
+    if progress:
+        convert_gguf(gguf_file, staging)
+        return
     from transformers.utils import logging as hf_logging
 
-    was_disabled = hf_logging.is_progress_bar_enabled() is False
-    if not progress:
-        hf_logging.disable_progress_bar()
-    try:
-        convert_gguf(gguf_file, staging)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:  # the GGUF de-quantizing bar is a bare tqdm on stderr
+        with contextlib.redirect_stderr(io.StringIO()):
+            convert_gguf(gguf_file, staging)
     finally:
-        if not progress and not was_disabled:
+        if was_enabled:
             hf_logging.enable_progress_bar()
 
 

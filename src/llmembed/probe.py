@@ -1,0 +1,137 @@
+"""Linear probe on every layer and pooling of one backbone: which layers carry the task?
+
+All layers and poolings come from one (cached) forward pass per text; a standardized ridge
+classifier (closed form: milliseconds per fit, so every layer can be probed) is fitted per (layer, pooling) on a train subset and scored on a validation split
+carved from train, never on test. The result drives the default layer choice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from .backbones import Backbone, BackboneSpec
+from .cache import EmbeddingCache
+from .metrics import classification_metrics
+
+DEFAULT_POOLINGS = ("mean", "mean_no_first", "last")
+
+
+@dataclass
+class ProbeResult:
+    """One row per (layer, pooling): validation accuracy and macro-F1."""
+
+    model: str
+    dataset: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    n_train: int = 0
+    n_val: int = 0
+    extract_seconds: float = 0.0
+
+    def best(self, pooling: str | None = None) -> dict[str, Any]:
+        rows = [r for r in self.rows if pooling is None or r["pooling"] == pooling]
+        return max(rows, key=lambda r: (r["accuracy"], r["macro_f1"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "extract_seconds": self.extract_seconds,
+            "rows": self.rows,
+        }
+
+
+def probe_layers(
+    model: str,
+    texts: Sequence[str],
+    labels: Sequence[Any],
+    dataset: str = "",
+    poolings: Sequence[str] = DEFAULT_POOLINGS,
+    max_length: int = 256,
+    val_fraction: float = 0.25,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> ProbeResult:
+    """Probe every hidden state of `model` with each pooling on (texts, labels)."""
+    y = np.asarray(list(labels))
+    idx_tr, idx_va = train_test_split(
+        np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y
+    )
+    backbone = Backbone(
+        BackboneSpec(model, layers="all", pooling=",".join(poolings), max_length=max_length),
+        device=device,
+    )
+    t0 = time.perf_counter()
+    emb = EmbeddingCache(cache_dir).embed(backbone, list(texts), progress=progress)
+    result = ProbeResult(
+        model,
+        dataset,
+        n_train=len(idx_tr),
+        n_val=len(idx_va),
+        extract_seconds=time.perf_counter() - t0,
+    )
+    emb = emb.reshape(len(y), len(backbone.layer_indices), len(poolings), -1)
+    cells = [(li, pi) for li in range(emb.shape[1]) for pi in range(len(poolings))]
+    for li, pi in tqdm(cells, desc="probe", unit="fit", disable=not progress, leave=False):
+        clf = make_pipeline(StandardScaler(), RidgeClassifier(alpha=10.0))
+        clf.fit(emb[idx_tr, li, pi], y[idx_tr])
+        m = classification_metrics(y[idx_va], clf.predict(emb[idx_va, li, pi]))
+        result.rows.append(
+            {
+                "layer": backbone.layer_indices[li],
+                "pooling": poolings[pi],
+                "accuracy": m["accuracy"],
+                "macro_f1": m["macro_f1"],
+            }
+        )
+    return result
+
+
+def plot_probe(results: Sequence[ProbeResult], path: str | os.PathLike) -> Path:
+    """Accuracy by depth, one panel per result, one line per pooling (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        for pooling in dict.fromkeys(r["pooling"] for r in res.rows):
+            rows = [r for r in res.rows if r["pooling"] == pooling]
+            ax.plot(
+                [r["layer"] for r in rows],
+                [r["accuracy"] for r in rows],
+                marker="o",
+                markersize=3,
+                label=pooling,
+            )
+        best = res.best()
+        ax.axvline(best["layer"], color="grey", linestyle=":", linewidth=1)
+        ax.set_title(
+            f"{res.model} on {res.dataset} (n_train={res.n_train}, n_val={res.n_val})", fontsize=9
+        )
+        ax.set_xlabel("hidden-state index (0 = embeddings)")
+        ax.set_ylabel("validation accuracy (ridge probe)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
