@@ -167,13 +167,16 @@ def test_bad_spec_values():
 
 
 def test_several_poolings_in_one_pass(tiny_llama):
-    both = Backbone(BackboneSpec(str(tiny_llama), layers="1,-1", pooling="mean_no_first,last",
-                                 dtype="float32"), "cpu")
+    both = Backbone(
+        BackboneSpec(str(tiny_llama), layers="1,-1", pooling="mean_no_first,last", dtype="float32"),
+        "cpu",
+    )
     got = both.embed(TEXTS, progress=False)
     assert got.shape == (len(TEXTS), 4, 32) and both.n_vectors == 4
     for j, method in enumerate(["mean_no_first", "last"]):
-        alone = Backbone(BackboneSpec(str(tiny_llama), layers="1,-1", pooling=method,
-                                      dtype="float32"), "cpu").embed(TEXTS, progress=False)
+        alone = Backbone(
+            BackboneSpec(str(tiny_llama), layers="1,-1", pooling=method, dtype="float32"), "cpu"
+        ).embed(TEXTS, progress=False)
         np.testing.assert_allclose(got[:, [j, 2 + j]], alone, rtol=1e-5)  # layer-major order
     with pytest.raises(LLMEmbedError, match="pooler"):
         BackboneSpec("x", pooling="pooler,mean")

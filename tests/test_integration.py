@@ -34,9 +34,11 @@ def r8_subset():
 def test_smollm2_separates_unrelated_texts():
     """The first token dominates a plain mean in small decoders; mean_no_first fixes that."""
     _needs("smollm2-135m")
-    texts = ["Oil prices rose after OPEC cut production.",
-             "Crude oil climbed as OPEC reduced its output.",
-             "The cat slept on the warm windowsill all afternoon."]
+    texts = [
+        "Oil prices rose after OPEC cut production.",
+        "Crude oil climbed as OPEC reduced its output.",
+        "The cat slept on the warm windowsill all afternoon.",
+    ]
     bb = Backbone(BackboneSpec("smollm2-135m", layers="15", pooling="mean,mean_no_first"), "cpu")
     emb = bb.embed(texts, progress=False)
 
@@ -52,9 +54,12 @@ def test_r8_subset_accuracy_floor(r8_subset, tmp_path):
     _needs("smollm2-135m", "minilm-l6")
     recipe = Recipe(
         name="ci-r8",
-        backbones=[BackboneSpec("smollm2-135m", layers="12,15,18", pooling="mean_no_first",
-                                max_length=256),
-                   BackboneSpec("minilm-l6", layers="-1", pooling="mean", max_length=256)],
+        backbones=[
+            BackboneSpec(
+                "smollm2-135m", layers="12,15,18", pooling="mean_no_first", max_length=256
+            ),
+            BackboneSpec("minilm-l6", layers="-1", pooling="mean", max_length=256),
+        ],
         head=HeadConfig(proj_dim=128, hidden=[256], sigma=0.1),
         train=TrainConfig(lr=1e-3, batch_size=32, max_epochs=60, patience=15),
     )
@@ -66,4 +71,5 @@ def test_r8_subset_accuracy_floor(r8_subset, tmp_path):
     clf.save(tmp_path / "model")
     again = LLMEmbedClassifier.load(tmp_path / "model", cache_dir=tmp_path, verbose=False)
     assert list(again.predict(r8_subset.test_texts[:10])) == list(
-        clf.predict(r8_subset.test_texts[:10]))
+        clf.predict(r8_subset.test_texts[:10])
+    )

@@ -51,7 +51,8 @@ class BackboneSpec:
         ("mean_no_first,last"), all computed from the same forward pass; vectors are ordered
         layer-major (layer 1 poolings, layer 2 poolings, ...).
     padding: "longest" (dynamic, per batch) or "max_length" (the published code's fixed padding).
-    token_budget: padded tokens per batch; batches of short texts hold more texts.
+    token_budget: padded tokens per batch (batches of short texts hold more texts); None picks
+        2048 on CPU (small batches stay in cache: measured faster) and 32768 on CUDA.
     """
 
     model: str
@@ -60,7 +61,7 @@ class BackboneSpec:
     max_length: int = 512
     dtype: str = "auto"
     padding: str = "longest"
-    token_budget: int = 16384
+    token_budget: int | None = None
     max_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ class BackboneSpec:
             raise LLMEmbedError(
                 f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}"
             )
-        if self.max_length < 1 or self.token_budget < 1 or self.max_batch_size < 1:
+        if self.max_length < 1 or (self.token_budget or 1) < 1 or self.max_batch_size < 1:
             raise LLMEmbedError("max_length, token_budget and max_batch_size must be positive")
 
     @classmethod
@@ -250,6 +251,7 @@ class Backbone:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(spec.dtype, self.device)
         self.reference = _resolve_reference(spec.model)
+        self.token_budget = spec.token_budget or (32768 if self.device.type == "cuda" else 2048)
         self._model: Any = None
         self._tokenizer: Any = None
         self._layers: list[int] = []
@@ -396,7 +398,7 @@ class Backbone:
         batches, start = [], 0
         while start < len(order):
             width = self.spec.max_length if fixed else lengths[order[start]]
-            size = max(1, min(self.spec.max_batch_size, self.spec.token_budget // max(width, 1)))
+            size = max(1, min(self.spec.max_batch_size, self.token_budget // max(width, 1)))
             batches.append(order[start : start + size])
             start += size
         return batches
@@ -453,14 +455,14 @@ class Backbone:
         except torch.cuda.OutOfMemoryError as e:
             raise LLMEmbedError(
                 f"Out of GPU memory on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
-                f"token_budget (now {self.spec.token_budget}) or max_length. Cached work is kept."
+                f"token_budget (now {self.token_budget}) or max_length. Cached work is kept."
             ) from e
         except RuntimeError as e:
             if "out of memory" not in str(e).lower():
                 raise
             raise LLMEmbedError(
                 f"Out of memory on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
-                f"token_budget (now {self.spec.token_budget}) or max_length. Cached work is kept."
+                f"token_budget (now {self.token_budget}) or max_length. Cached work is kept."
             ) from e
         finally:
             for h in hooks:

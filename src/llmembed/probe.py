@@ -1,8 +1,9 @@
 """Linear probe on every layer and pooling of one backbone: which layers carry the task?
 
-All layers and poolings come from one (cached) forward pass per text; a standardized ridge
-classifier (closed form: milliseconds per fit, so every layer can be probed) is fitted per (layer, pooling) on a train subset and scored on a validation split
-carved from train, never on test. The result drives the default layer choice.
+All layers and poolings come from one (cached) forward pass per text. A standardized ridge
+classifier (closed form: milliseconds per fit, so every layer can be probed) is fitted per
+(layer, pooling) on a train subset and scored on a validation split carved from train, never
+on test. The result drives the default layer choice.
 """
 
 from __future__ import annotations
