@@ -25,6 +25,8 @@ def test_head_fused_width_and_logits():
     feats = [torch.randn(6, 3, 8), torch.randn(6, 1, 4)]
     assert head.fuse(feats).shape == (6, 4 * 4 + 8)
     assert head(feats).shape == (6, 5)
+    both = FusionHead([(3, 8), (1, 4)], 5, HeadConfig(proj_dim=4, hidden=[16], mean_of=[0, 1]))
+    assert both.fuse(feats).shape == (6, 4 * 4 + 8 + 4)
     # The unprojected vector enters the co-occurrence matrix raw.
     assert isinstance(head.projections[1][0], torch.nn.Identity)
 

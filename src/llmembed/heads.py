@@ -28,8 +28,8 @@ class HeadConfig:
     proj_dim: common width of projected vectors (paper: 1024).
     project_same_width: project vectors already proj_dim wide too (paper: False, they go in raw).
     sigma: power-normalization scale.
-    mean_of: index of the backbone whose raw layer vectors' mean joins the fused features
-        (paper: the LLM, 0); None leaves it out.
+    mean_of: index (or list of indices) of the backbone(s) whose raw layer vectors' mean joins
+        the fused features (paper: the LLM, 0); None or [] leaves it out.
     standardize: z-score every input dimension with training statistics (not in the paper; it
         tames the huge activations of small decoders).
     double_softmax: the published code's softmax before CrossEntropyLoss (kept for ablations).
@@ -39,7 +39,7 @@ class HeadConfig:
     proj_dim: int = 1024
     project_same_width: bool = True
     sigma: float = 1.0
-    mean_of: int | None = 0
+    mean_of: int | list[int] | None = 0
     hidden: list[int] = field(default_factory=lambda: [1024, 256])
     dropout: float = 0.5
     standardize: bool = True
@@ -61,6 +61,13 @@ class HeadConfig:
             )
         return cls(**data)
 
+    @property
+    def mean_indices(self) -> list[int]:
+        """mean_of as a list."""
+        if self.mean_of is None:
+            return []
+        return [self.mean_of] if isinstance(self.mean_of, int) else list(self.mean_of)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -80,7 +87,7 @@ class FusionHead(nn.Module):
         super().__init__()
         self.config = config = config or HeadConfig()
         self.shapes = [(int(n), int(w)) for n, w in shapes]
-        if config.mean_of is not None and not 0 <= config.mean_of < len(self.shapes):
+        if any(not 0 <= i < len(self.shapes) for i in config.mean_indices):
             raise LLMEmbedError(
                 f"mean_of={config.mean_of} but there are {len(self.shapes)} backbones"
             )
@@ -100,8 +107,7 @@ class FusionHead(nn.Module):
             self.register_buffer(f"std_{i}", torch.ones(n, w))
         total = sum(n for n, _ in self.shapes)
         fused = {"cooc": total * total, "mean": d, "max": d, "concat": total * d}[config.fusion]
-        if config.mean_of is not None:
-            fused += self.shapes[config.mean_of][1]
+        fused += sum(self.shapes[i][1] for i in config.mean_indices)
         layers: list[nn.Module] = []
         width = fused
         for h in config.hidden:
@@ -143,8 +149,8 @@ class FusionHead(nn.Module):
             fused = stacked.max(1).values
         else:
             fused = stacked.flatten(1)
-        if cfg.mean_of is not None:
-            fused = torch.cat([fused, features[cfg.mean_of].mean(1)], dim=1)
+        if cfg.mean_indices:
+            fused = torch.cat([fused, *(features[i].mean(1) for i in cfg.mean_indices)], dim=1)
         return fused
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
