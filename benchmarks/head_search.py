@@ -32,47 +32,20 @@ SPECS = {
 
 def candidates() -> list[tuple[str, dict, dict, dict]]:
     """(name, smollm2 layer subset, head overrides, train overrides)."""
-    base_train = {"lr": 1e-4, "batch_size": 64, "max_epochs": 200, "patience": 20}
-    out = []
-    for layers in ([4, 8, 12, 16], [8, 10, 12, 14, 16], [12, 13, 14, 15, 16], [16]):
-        for mean_of in (0, [0, 1, 2]):
-            for sigma in (0.1, 1.0):
-                name = f"L{','.join(map(str, layers))} mean_of={mean_of} sigma={sigma}"
-                out.append(
-                    (
-                        name,
-                        {"layers": layers},
-                        {"sigma": sigma, "mean_of": mean_of, "proj_dim": 384},
-                        base_train,
-                    )
-                )
-    layers = [4, 8, 12, 16]
-    for fusion in ("mean", "max", "concat"):
-        out.append(
-            (
-                f"L4,8,12,16 fusion={fusion}",
-                {"layers": layers},
-                {"fusion": fusion, "mean_of": [0, 1, 2], "proj_dim": 384},
-                base_train,
-            )
-        )
-    out.append(
-        (
-            "L4,8,12,16 lr=1e-3",
-            {"layers": layers},
-            {"mean_of": [0, 1, 2], "proj_dim": 384, "sigma": 0.1},
-            {**base_train, "lr": 1e-3},
-        )
-    )
-    out.append(
-        (
-            "L4,8,12,16 no standardize",
-            {"layers": layers},
-            {"mean_of": [0, 1, 2], "proj_dim": 384, "sigma": 0.1, "standardize": False},
-            base_train,
-        )
-    )
-    return out
+    train = {"lr": 1e-3, "batch_size": 128, "max_epochs": 100, "patience": 10}
+    head = {"proj_dim": 256, "sigma": 0.1, "mean_of": [0, 1, 2]}
+    wide = [4, 8, 12, 16]
+    return [
+        ("L4,8,12,16 mean_of=0 (paper-style)", {"layers": wide}, {**head, "mean_of": 0}, train),
+        ("L4,8,12,16 mean_of=all", {"layers": wide}, head, train),
+        ("L8,10,12 mean_of=all", {"layers": [8, 10, 12]}, head, train),
+        ("L12,14,16 mean_of=all", {"layers": [12, 14, 16]}, head, train),
+        ("L4,8,12,16 mean_of=all sigma=1", {"layers": wide}, {**head, "sigma": 1.0}, train),
+        ("L4,8,12,16 mean_of=all fusion=concat", {"layers": wide},
+         {**head, "fusion": "concat"}, train),
+        ("L4,8,12,16 mean_of=all lr=1e-4", {"layers": wide}, head,
+         {**train, "lr": 1e-4, "max_epochs": 200, "patience": 20}),
+    ]
 
 
 def main() -> None:
