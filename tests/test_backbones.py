@@ -180,3 +180,54 @@ def test_several_poolings_in_one_pass(tiny_llama):
         np.testing.assert_allclose(got[:, [j, 2 + j]], alone, rtol=1e-5)  # layer-major order
     with pytest.raises(LLMEmbedError, match="pooler"):
         BackboneSpec("x", pooling="pooler,mean")
+
+
+def test_overlapped_tokenization_same_vectors_same_order(tiny_llama):
+    spec = BackboneSpec(str(tiny_llama), layers="1,-1", dtype="float32", token_budget=32)
+    plain = Backbone(spec, "cpu")
+    overlapped = Backbone(spec, "cpu")
+    overlapped.overlap_tokenization, overlapped.overlap_window = True, 4
+    texts = [f"{t} {i % 3 * 'very '}" for i, t in enumerate(TEXTS * 4)]
+    np.testing.assert_allclose(
+        overlapped.embed(texts, progress=False),
+        plain.embed(texts, progress=False),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+def test_background_iterator_passes_errors_and_stops():
+    from llmembed.backbones import _background
+
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("tokenizer broke")
+
+    got = []
+    with pytest.raises(ValueError, match="tokenizer broke"):
+        for x in _background(items(), depth=1):
+            got.append(x)
+    assert got == [1, 2]
+    endless = _background(iter(range(10**9)), depth=2)
+    assert next(endless) == 0
+    endless.close()  # the producer thread is stopped and joined, not left blocked
+
+
+def test_causal_decoder_runs_without_attention_mask(tiny_llama, tiny_bert):
+    """Right padding + causal attention: the mask only matters for pooling."""
+    assert Backbone(BackboneSpec(str(tiny_llama)), "cpu").load()._causal
+    assert not Backbone(BackboneSpec(str(tiny_bert)), "cpu").load()._causal
+
+
+def test_iter_embed_yields_every_text_once_matching_embed(tiny_llama):
+    bb = Backbone(BackboneSpec(str(tiny_llama), layers="1,2", dtype="float32", token_budget=16))
+    texts = TEXTS * 2
+    full = bb.embed(texts, progress=False)
+    seen = []
+    for idx, vectors in bb.iter_embed(texts):
+        assert vectors.shape == (len(idx), 2, 32) and vectors.dtype == np.float32
+        np.testing.assert_allclose(vectors, full[idx], rtol=1e-5, atol=1e-7)
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(len(texts)))
+    assert list(bb.iter_embed([])) == []

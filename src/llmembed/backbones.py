@@ -12,7 +12,9 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -235,6 +237,52 @@ def _find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.Module
     )
 
 
+def _is_causal(blocks: torch.nn.ModuleList) -> bool:
+    """True when the blocks' attention is causal (decoders), as transformers marks it."""
+    flags = [getattr(m, "is_causal", None) for m in blocks[0].modules()]
+    flags = [f for f in flags if isinstance(f, bool)]
+    return bool(flags) and all(flags)
+
+
+def _background(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run the iterator `items` in a daemon thread, `depth` items ahead of the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put(e)
+
+    thread = threading.Thread(target=produce, daemon=True, name="llmembed-tokenize")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _StopForward(Exception):
     """Raised by a hook once the deepest requested layer is captured: the rest is not computed."""
 
@@ -255,6 +303,10 @@ class Backbone:
         self._model: Any = None
         self._tokenizer: Any = None
         self._layers: list[int] = []
+        self._causal = False
+        # Tokenize in a background thread (windows of this many texts) during the forward pass.
+        self.overlap_tokenization = False
+        self.overlap_window = 1024
         self._fingerprint: str | None = None
 
     # -- loading -------------------------------------------------------------------------------
@@ -303,6 +355,7 @@ class Backbone:
         else:
             self._layers = parse_layers(self.spec.layers, self.num_hidden_states)
         self._block_list = _find_layer_list(model, self.num_hidden_states - 1)
+        self._causal = _is_causal(self._block_list)
         self._model, self._tokenizer = model, tokenizer
         return self
 
@@ -368,28 +421,65 @@ class Backbone:
         """
         self.load()
         out = np.zeros((len(texts), self.n_vectors, self.hidden_size), dtype=np.float32)
-        if not len(texts):
-            return out
-        enc = self._tokenizer(
-            list(texts), truncation=True, max_length=self.spec.max_length, add_special_tokens=True
-        )["input_ids"]
         bar = tqdm(
             total=len(texts),
             desc=f"embed {self.spec.model}",
             unit="text",
-            disable=not progress,
+            disable=not progress or not len(texts),
             leave=False,
         )
         try:
-            for idx in self._batches([len(ids) for ids in enc]):
-                ids, mask = self._pad([enc[i] for i in idx])
-                out[idx] = self._forward(ids, mask).cpu().numpy()
+            for idx, vectors in self.iter_embed(texts):
+                out[idx] = vectors
                 bar.update(len(idx))
                 if on_batch is not None:
                     on_batch(len(idx))
         finally:
             bar.close()
         return out
+
+    def iter_embed(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batch by batch, in processing order (longest first): (indices into `texts`,
+        float32 vectors [len(indices), n_vectors, hidden_size]).
+
+        Sorting and batching span all of `texts`, so a caller that stores results in pieces
+        (the embedding cache) should pass everything at once rather than in slices: slices of
+        1,024 SST-2 sentences in file order waste ~18% of the tokens on padding, all at once ~0.4%.
+        """
+        self.load()
+        if not len(texts):
+            return
+        for idx, ids, mask in self._prepared(texts):
+            yield idx, self._forward(ids, mask).cpu().numpy()
+
+    def _prepared(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """(indices, ids, mask) batches: tokenized, length-sorted, budgeted and padded.
+
+        With `overlap_tokenization`, a background thread tokenizes and pads windows of texts
+        (taken longest first by characters, then sorted by tokens within the window) while the
+        caller runs the forward pass on earlier batches.
+        """
+        if not self.overlap_tokenization or len(texts) <= self.overlap_window:
+            enc = self._tokenize(list(texts))
+            for idx in self._batches([len(ids) for ids in enc]):
+                ids, mask = self._pad([enc[i] for i in idx])
+                yield idx, ids, mask
+            return
+        yield from _background(self._windows(texts), depth=4)
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self._tokenizer(
+            texts, truncation=True, max_length=self.spec.max_length, add_special_tokens=True
+        )["input_ids"]
+
+    def _windows(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(order), self.overlap_window):
+            window = order[start : start + self.overlap_window]
+            enc = self._tokenize([texts[i] for i in window])
+            for local in self._batches([len(ids) for ids in enc]):
+                ids, mask = self._pad([enc[j] for j in local])
+                yield window[local], ids, mask
 
     def _batches(self, lengths: list[int]) -> list[np.ndarray]:
         """Longest-first batches whose padded size stays within the token budget."""
@@ -414,7 +504,11 @@ class Backbone:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One batch -> [b, n_layers * n_poolings, hidden] pooled in float32."""
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.device.type == "cuda":  # pinned host memory: asynchronous copies
+            ids = ids.pin_memory().to(self.device, non_blocking=True)
+            mask = mask.pin_memory().to(self.device, non_blocking=True)
+        else:
+            ids, mask = ids.to(self.device), mask.to(self.device)
         last = self.num_hidden_states - 1
         wanted = set(self._layers)
         captured: dict[int, torch.Tensor] = {}
@@ -425,6 +519,7 @@ class Backbone:
 
         def grab(index: int, hidden: Any) -> None:
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            hidden = hidden.float()  # once per layer, whatever the number of poolings
             captured[index] = torch.stack([pool(hidden, mask, m) for m in methods])
             if not needs_output and index == deepest:
                 raise _StopForward
@@ -442,9 +537,14 @@ class Backbone:
                     lambda _m, _a, output, i=i: grab(i, output)
                 )
             )
+        # Causal model, right padding: a real token never attends to the pads after it, so the
+        # mask is needed only for pooling. Without it attention takes the plain causal path
+        # (FlashAttention on GPU; no 4D mask built). Pads' own states do change, so poolings
+        # that read them (mean_padded) keep the mask.
+        model_mask = None if self._causal and "mean_padded" not in methods else mask
         try:
             with torch.inference_mode():
-                output = self._model(input_ids=ids, attention_mask=mask, use_cache=False)
+                output = self._model(input_ids=ids, attention_mask=model_mask, use_cache=False)
             if methods == ["pooler"]:
                 captured[last] = output.pooler_output.float()[None]
             elif last in wanted:

@@ -450,3 +450,97 @@ def models_install(
             console.print(f"{name}: licence {zoo.MODELS[name].license}")
 
     _run(go)
+
+
+# -- bench: extraction throughput (logic in llmembed.bench; benchmarks/throughput.py runs it too)
+bench_app = typer.Typer(help="Measure extraction speed against baselines.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("extract")
+def bench_extract(
+    quick: Annotated[bool, typer.Option(help="Small samples: a smoke run (~1 min).")] = False,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated zoo models.")
+    ] = "minilm-l6,mpnet-base,smollm2-135m",
+    methods: Annotated[str, typer.Option(help="ours, st, published.")] = "ours,st,published",
+    n_r8: Annotated[int, typer.Option(help="R8 documents sampled.")] = 300,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path(
+        "benchmarks/results/throughput.json"
+    ),
+) -> None:
+    """texts/s, tokens/s, peak memory and MFU: ours vs sentence-transformers vs published."""
+    from .bench import main
+
+    argv = ["--models", models, "--methods", methods, "--n-r8", str(n_r8), "-o", str(output)]
+    _run(lambda: main(argv + (["--quick"] if quick else [])))
+
+
+# -- reproduce: the benchmark table (logic in llmembed.reproduce; benchmarks/reproduce.py too)
+@app.command()
+def reproduce(
+    datasets: Annotated[
+        str | None, typer.Option(help="Comma-separated: mr,agnews,r8,r52,sst2 (default: all).")
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated names or groups: ours, published, peers, ablations."),
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds 0..N-1 (default 3; quick 1).")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="One dataset on a stratified subset (< 5 minutes).")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Redo records that already exist.")] = False,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only regenerate results.md and plots.")
+    ] = False,
+    list_methods: Annotated[bool, typer.Option("--list", help="List the methods.")] = False,
+    results_dir: Annotated[
+        Path | None, typer.Option(help="Records folder (default results/, quick results/quick).")
+    ] = None,
+    docs_dir: Annotated[
+        Path | None, typer.Option(help="Where results.md and plots/ go (default docs/).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Benchmark data folder (default: LLMEMBED_DATA).")
+    ] = None,
+    recipe: Annotated[str, typer.Option(help="Recipe of 'ours'.")] = "cpu",
+    n_train: Annotated[int | None, typer.Option(help="Stratified train subset size.")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Stratified test subset size.")] = None,
+    train_threads: Annotated[
+        int | None, typer.Option(help="Torch threads while training heads (default: as is).")
+    ] = None,
+    setfit_max_pairs: Annotated[int, typer.Option(help="SetFit contrastive pair cap.")] = 4000,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads for everything (default: as is).")
+    ] = None,
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """The paper's table on this machine: ours, as published, ablations and peers (resumable)."""
+    from .reproduce import _split_list, reproduce_command
+
+    _run(
+        lambda: reproduce_command(
+            datasets=_split_list([datasets] if datasets else None),
+            methods=_split_list([methods] if methods else None),
+            seeds=seeds,
+            quick=quick,
+            force=force,
+            report_only=report_only,
+            list_methods=list_methods,
+            results_dir=results_dir,
+            docs_dir=docs_dir,
+            cache_dir=cache_dir,
+            data_dir=data_dir,
+            device=device,
+            recipe=recipe,
+            n_train=n_train,
+            n_test=n_test,
+            progress=not quiet,
+            train_threads=train_threads,
+            setfit_max_pairs=setfit_max_pairs,
+            threads=threads,
+        )
+    )
