@@ -242,6 +242,11 @@ def test_feature_store_slices_one_superset(tmp_path, tiny_llama):
     assert len(list((tmp_path / "cache" / "toy").iterdir())) == 1  # one extraction: the union
     direct = Backbone(a, device="cpu").embed(task.texts, progress=False)
     np.testing.assert_allclose(got, direct, rtol=1e-4, atol=1e-5)
+    # A later run that needs fewer layers reuses the cached superset: no new extraction.
+    again = rp.FeatureStore(task, tmp_path / "cache", device="cpu", progress=False)
+    again.plan([a])
+    np.testing.assert_array_equal(again.get(a), got)
+    assert len(list((tmp_path / "cache" / "toy").iterdir())) == 1
 
 
 def test_cv_task_splits_by_seed():

@@ -301,8 +301,11 @@ def _num_hidden_states(model: str) -> int:
     return int(config.num_hidden_layers) + 1
 
 
+_SPEC_KEYS = ("model", "pooling", "max_length", "padding", "dtype")
+
+
 def _group_key(spec: BackboneSpec) -> tuple:
-    return (spec.model, spec.pooling, spec.max_length, spec.padding, spec.dtype)
+    return tuple(getattr(spec, k) for k in _SPEC_KEYS)
 
 
 def spec_label(spec: BackboneSpec) -> str:
@@ -344,6 +347,7 @@ class FeatureStore:
         self._specs: dict[tuple, BackboneSpec] = {}
         self._arrays: dict[tuple, np.ndarray] = {}
         self._partial: dict[tuple, np.ndarray] = {}
+        self._reuse: dict[tuple, list[int]] = {}
         self.extract_log: dict[str, dict[str, Any]] = {}
         self._rates: dict[str, dict[str, Any]] = {}
         self._params: dict[str, int] = {}
@@ -368,8 +372,43 @@ class FeatureStore:
             if not layers <= before:
                 self._arrays.pop(key, None)  # the superset grew: extract it again when asked
 
+    def superset_layers(self, key: tuple) -> list[int]:
+        """Layers extracted for group `key`: the union of what the methods need, or a larger
+        layer set already in the cache (so a changed recipe or method list does not redo an
+        extraction whose layers still cover it)."""
+        want = tuple(self._supersets[key])
+        if (key, want) not in self._reuse:
+            self._reuse[(key, want)] = self._cached_superset(key, set(want)) or list(want)
+        return self._reuse[(key, want)]
+
+    def _cached_superset(self, key: tuple, want: set[int]) -> list[int] | None:
+        folder = self.root / self.task.group
+        base = self._specs[key]
+        best, best_chunks = None, 0
+        for meta_path in sorted(folder.glob("*/meta.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            spec = meta.get("spec", {})
+            layers = meta.get("layers") or []
+            same = all(spec.get(k) == getattr(base, k) for k in _SPEC_KEYS)
+            if not same or not want <= set(layers):
+                continue
+            chunks = len(list(meta_path.parent.glob("chunk-*.safetensors")))
+            if chunks <= best_chunks:
+                continue
+            candidate = replace(base, layers=",".join(map(str, layers)))
+            try:  # the folder must be exactly this spec (same weights, dtype, version)
+                if Backbone(candidate, device=self.device).fingerprint() != meta_path.parent.name:
+                    continue
+            except Exception:  # noqa: BLE001 - an unusable entry is simply not reused
+                continue
+            best, best_chunks = list(layers), chunks
+        return best
+
     def superset_spec(self, key: tuple) -> BackboneSpec:
-        return replace(self._specs[key], layers=",".join(map(str, self._supersets[key])))
+        return replace(self._specs[key], layers=",".join(map(str, self.superset_layers(key))))
 
     def get(self, spec: BackboneSpec, rows: np.ndarray | None = None) -> np.ndarray:
         """[n_texts, n_vectors, width] for `spec` (layer-major, as Backbone.embed).
@@ -382,7 +421,7 @@ class FeatureStore:
             self.plan([spec])
         if rows is not None and key not in self._arrays:
             rows = np.asarray(rows)
-            pkey = (key, tuple(self._supersets[key]), rows.tobytes())
+            pkey = (key, tuple(self.superset_layers(key)), rows.tobytes())
             if pkey not in self._partial:
                 self._partial[pkey] = self._extract(key, [self.task.texts[i] for i in rows])
             arr = self._partial[pkey]
@@ -390,7 +429,7 @@ class FeatureStore:
             if key not in self._arrays:
                 self._arrays[key] = self._extract(key, self.task.texts)
             arr = self._arrays[key] if rows is None else self._arrays[key][np.asarray(rows)]
-        sup_layers = self._supersets[key]
+        sup_layers = self.superset_layers(key)
         n_pool = len(spec.poolings)
         cols = [
             sup_layers.index(layer) * n_pool + p
@@ -502,6 +541,7 @@ class Method:
     run: Callable[[Context, np.ndarray, np.ndarray, int], dict[str, Any]]
     requires: tuple[str, ...] = ()
     uses: tuple[str, ...] = ("recipe",)  # configs whose change makes a record stale
+    config: Callable[[Recipe], dict[str, Any]] | None = None  # more of what it depends on
 
 
 def method_config(method: Method, recipe: Recipe, paper: Recipe, options: dict) -> dict:
@@ -517,6 +557,8 @@ def method_config(method: Method, recipe: Recipe, paper: Recipe, options: dict) 
         cfg["grid"] = [SIGMAS, FUSIONS]
     if method.group == "peer":
         cfg["grids"] = [SVM_C, LR_C, VAL_FRACTION, options.get("setfit_max_pairs", 4000)]
+    if method.config is not None:
+        cfg.update(method.config(recipe))
     return cfg
 
 
@@ -1168,6 +1210,10 @@ def build_methods(recipe: Recipe) -> list[Method]:
                 f"logistic regression on {spec.model} sentence embedding",
                 needs,
                 run,
+                uses=(),  # depends on the embedding only, not on the recipe's head
+                config=lambda rec, model=spec.model: {
+                    "embedding": standard_embedding_spec(model, rec)[0].to_dict()
+                },
             )
         )
     methods.append(
