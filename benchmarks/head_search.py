@@ -1,11 +1,13 @@
-"""Choose the CPU default recipe's layers and head on R8 by validation score (never test).
+"""Choose the CPU default recipe's SmolLM2 layers and head training by validation score.
 
-Features come from the embedding cache (extract once, then every head trains in seconds):
-SmolLM2-135M layers 0..16 (mean pooling), all-MiniLM-L6-v2 and all-mpnet-base-v2 (last layer,
-mean). Each candidate is trained on R8 train minus a stratified 10% validation split and scored
-on that split; test scores are printed for information only.
+Runs on the features `llmembed reproduce` has already cached (its superset extraction holds
+SmolLM2-135M layers 0,3,4,6,8,9,12,15,16,18,21,24,26-30 with mean pooling, and the encoders' last
+layer), so every candidate only trains a head. Each candidate is trained on the training split of
+seed s minus a stratified 10% validation split and scored on that validation split: test is never
+looked at. The winner is the best mean validation accuracy over datasets and seeds.
 
-    python benchmarks/head_search.py --data-dir ../shared/datasets [--cache-dir DIR] [-o out.json]
+    LLMEMBED_DATA=../shared/datasets python benchmarks/head_search.py --datasets mr,agnews,r8 \
+        --seeds 2 -o docs/head_search.json
 """
 
 from __future__ import annotations
@@ -13,86 +15,91 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from llmembed.backbones import Backbone, BackboneSpec
-from llmembed.cache import EmbeddingCache
-from llmembed.data import load_benchmark
+from llmembed.cache import default_cache_dir
 from llmembed.heads import HeadConfig
-from llmembed.metrics import classification_metrics
-from llmembed.training import TrainConfig, predict_logits, train_head
+from llmembed.recipes import load_recipe
+from llmembed.reproduce import FeatureStore, load_task
+from llmembed.training import TrainConfig, train_head
 
-SPECS = {
-    "smollm2": BackboneSpec("smollm2-135m", layers="0:17", pooling="mean", max_length=512),
-    "minilm": BackboneSpec("minilm-l6", layers="-1", pooling="mean", max_length=256),
-    "mpnet": BackboneSpec("mpnet-base", layers="-1", pooling="mean", max_length=256),
-}
+WIDE = "4,8,12,16"
 
 
-def candidates() -> list[tuple[str, dict, dict, dict]]:
-    """(name, smollm2 layer subset, head overrides, train overrides)."""
-    train = {"lr": 1e-3, "batch_size": 128, "max_epochs": 100, "patience": 10}
-    head = {"proj_dim": 256, "sigma": 0.1, "mean_of": [0, 1, 2]}
-    wide = [4, 8, 12, 16]
+def candidates() -> list[tuple[str, str, dict, dict]]:
+    """(name, SmolLM2 layers, head overrides, train overrides) against the cpu recipe."""
     return [
-        ("L4,8,12,16 mean_of=0 (paper-style)", {"layers": wide}, {**head, "mean_of": 0}, train),
-        ("L4,8,12,16 mean_of=all", {"layers": wide}, head, train),
-        ("L8,10,12 mean_of=all", {"layers": [8, 10, 12]}, head, train),
-        ("L12,14,16 mean_of=all", {"layers": [12, 14, 16]}, head, train),
-        ("L4,8,12,16 mean_of=all sigma=1", {"layers": wide}, {**head, "sigma": 1.0}, train),
-        ("L4,8,12,16 mean_of=all fusion=concat", {"layers": wide},
-         {**head, "fusion": "concat"}, train),
-        ("L4,8,12,16 mean_of=all lr=1e-4", {"layers": wide}, head,
-         {**train, "lr": 1e-4, "max_epochs": 200, "patience": 20}),
+        ("L4,8,12,16 (recipe)", WIDE, {}, {}),
+        ("L4,8,12,16 lr=3e-4", WIDE, {}, {"lr": 3e-4, "patience": 15}),
+        ("L4,8,12,16 wd=1e-2", WIDE, {}, {"weight_decay": 1e-2}),
+        ("L8,12,16,21", "8,12,16,21", {}, {}),
+        ("L9,12,15,18,21", "9,12,15,18,21", {}, {}),
+        ("L4,8,12,16,21", "4,8,12,16,21", {}, {}),
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="mr,agnews,r8")
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--cache-dir", default=None, help="default: the reproduce cache")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
-    ds = load_benchmark("r8", args.data_dir)
-    cache = EmbeddingCache(args.cache_dir)
-    texts = ds.train_texts + ds.test_texts
-    feats = {k: cache.embed(Backbone(s, "cpu"), texts, progress=True) for k, s in SPECS.items()}
-    classes = sorted(set(ds.train_labels))
-    y = np.array([classes.index(v) for v in ds.train_labels + ds.test_labels])
-    n_tr = len(ds.train_texts)
+    recipe = load_recipe("cpu")
+    root = args.cache_dir or default_cache_dir() / "reproduce"
     rows = []
-    for name, smol, head, train in candidates():
-        parts = [feats["smollm2"][:, smol["layers"]], feats["minilm"], feats["mpnet"]]
-        t0 = time.perf_counter()
-        res = train_head(
-            [p[:n_tr] for p in parts],
-            y[:n_tr],
-            len(classes),
-            HeadConfig.from_dict(head),
-            TrainConfig.from_dict(train),
-            progress=False,
-        )
-        import torch
-
-        logits = predict_logits(res.head, [torch.as_tensor(p[n_tr:]) for p in parts])
-        test = classification_metrics(y[n_tr:], logits.argmax(1).numpy(), range(len(classes)))
-        row = {
-            "name": name,
-            "val_accuracy": res.val_metrics["accuracy"],
-            "val_macro_f1": res.val_metrics["macro_f1"],
-            "test_accuracy": test["accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "best_epoch": res.best_epoch,
-            "train_seconds": time.perf_counter() - t0,
+    for name in args.datasets.split(","):
+        task = load_task(name, args.data_dir)
+        store = FeatureStore(task, root, progress=False)
+        for cand, layers, head_over, train_over in candidates():
+            specs = [replace(recipe.backbones[0], layers=layers), *recipe.backbones[1:]]
+            feats = [store.get(s) for s in specs]
+            head = HeadConfig.from_dict({**recipe.head.to_dict(), **head_over})
+            for seed in range(args.seeds):
+                tr, _te, _ = task.split(seed)
+                train = TrainConfig.from_dict(
+                    {**recipe.train.to_dict(), **train_over, "seed": seed}
+                )
+                t0 = time.perf_counter()
+                res = train_head(
+                    [f[tr] for f in feats],
+                    task.y[tr],
+                    len(task.classes),
+                    head,
+                    train,
+                    progress=False,
+                )
+                row = {
+                    "dataset": name,
+                    "candidate": cand,
+                    "seed": seed,
+                    "val_accuracy": res.val_metrics["accuracy"],
+                    "val_macro_f1": res.val_metrics["macro_f1"],
+                    "best_epoch": res.best_epoch,
+                    "train_seconds": round(time.perf_counter() - t0, 1),
+                }
+                rows.append(row)
+                print(
+                    f"{name:7s} {cand:22s} seed {seed}: val acc {row['val_accuracy']:.4f} "
+                    f"F1 {row['val_macro_f1']:.4f} (epoch {row['best_epoch']}, "
+                    f"{row['train_seconds']}s)",
+                    flush=True,
+                )
+        store.release()
+    print("\nmean validation accuracy over datasets and seeds:")
+    for cand, *_ in candidates():
+        accs = [r["val_accuracy"] for r in rows if r["candidate"] == cand]
+        per = {
+            d: np.mean(
+                [r["val_accuracy"] for r in rows if r["candidate"] == cand and r["dataset"] == d]
+            )
+            for d in args.datasets.split(",")
         }
-        rows.append(row)
-        print(
-            f"{name:45s} val acc {row['val_accuracy']:.4f} F1 {row['val_macro_f1']:.4f} | "
-            f"test acc {row['test_accuracy']:.4f} F1 {row['test_macro_f1']:.4f} "
-            f"(epoch {row['best_epoch']}, {row['train_seconds']:.0f}s)",
-            flush=True,
-        )
+        detail = "  ".join(f"{d} {v:.4f}" for d, v in per.items())
+        print(f"  {cand:22s} {np.mean(accs):.4f}   ({detail})")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(rows, f, indent=2)

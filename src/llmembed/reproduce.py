@@ -742,7 +742,7 @@ def _ours(ctx: Context, tr, te, seed):
     return run_llmembed(ctx, tr, te, seed, r.backbones, r.head, r.train, {"recipe": r.name})
 
 
-PUBLISHED_SUBSET = (2000, 1000)  # stratified train / test texts for the published ladder
+PUBLISHED_SUBSET = (1000, 500)  # stratified train / test texts for the published ladder
 
 
 def published_subset(
@@ -887,9 +887,11 @@ def _alone_best(i: int):
     return needs, run
 
 
-def _fusion(fusion: str):
+def _head_variant(**changes: Any):
+    """The recipe with some head settings changed (fusion, sigma ablations)."""
+
     def run(ctx, tr, te, seed):
-        head = replace(ctx.recipe.head, fusion=fusion)
+        head = replace(ctx.recipe.head, **changes)
         return run_llmembed(ctx, tr, te, seed, ctx.recipe.backbones, head, ctx.recipe.train)
 
     return run
@@ -905,14 +907,6 @@ def _drop(i: int):
         return run_llmembed(ctx, tr, te, seed, needs(ctx), head, ctx.recipe.train)
 
     return needs, run
-
-
-def _sigma(sigma: float):
-    def run(ctx, tr, te, seed):
-        head = replace(ctx.recipe.head, sigma=sigma)
-        return run_llmembed(ctx, tr, te, seed, ctx.recipe.backbones, head, ctx.recipe.train)
-
-    return run
 
 
 # -- peers ------------------------------------------------------------------------------------
@@ -1258,7 +1252,7 @@ def build_methods(recipe: Recipe) -> list[Method]:
                 "ablation",
                 f"{fusion} fusion instead of co-occurrence",
                 recipe_specs,
-                _fusion(fusion),
+                _head_variant(fusion=fusion),
             )
         )
     if len(recipe.backbones) > 1:
@@ -1281,7 +1275,7 @@ def build_methods(recipe: Recipe) -> list[Method]:
                     "ablation",
                     f"sigma = {sigma:g} (recipe: {recipe.head.sigma:g})",
                     recipe_specs,
-                    _sigma(sigma),
+                    _head_variant(sigma=sigma),
                 )
             )
     return methods

@@ -132,8 +132,12 @@ def train_head(
         w = len(tr_idx) / (n_classes * np.maximum(counts, 1))
         weight = torch.as_tensor(w, dtype=torch.float32, device=device)
     # fused Adam: one kernel for all parameters (measured ~30% faster per step on CPU).
-    opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                           fused=device.type in ("cpu", "cuda"))
+    opt = torch.optim.Adam(
+        head.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
 
     result = TrainResult(head=head)
     best_score, best_state, since_best = -np.inf, None, 0
