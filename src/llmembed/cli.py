@@ -465,6 +465,14 @@ def bench_extract(
     ] = "minilm-l6,mpnet-base,smollm2-135m",
     methods: Annotated[str, typer.Option(help="ours, st, published.")] = "ours,st,published",
     n_r8: Annotated[int, typer.Option(help="R8 documents sampled.")] = 300,
+    profile: Annotated[bool, typer.Option(help="Also profile ours (where the time goes).")] = False,
+    e2e: Annotated[
+        int,
+        typer.Option(
+            help="Also time SST-2 fit + evaluate, cold then warm cache, on N training sentences "
+            "(0 = all 67,349; -1 = skip)."
+        ),
+    ] = -1,
     output: Annotated[Path, typer.Option("--output", "-o")] = Path(
         "benchmarks/results/throughput.json"
     ),
@@ -473,7 +481,8 @@ def bench_extract(
     from .bench import main
 
     argv = ["--models", models, "--methods", methods, "--n-r8", str(n_r8), "-o", str(output)]
-    _run(lambda: main(argv + (["--quick"] if quick else [])))
+    argv += ["--e2e", str(e2e)] + ["--profile"] * profile + ["--quick"] * quick
+    _run(lambda: main(argv))
 
 
 # -- reproduce: the benchmark table (logic in llmembed.reproduce; benchmarks/reproduce.py too)
