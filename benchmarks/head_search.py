@@ -25,18 +25,18 @@ from llmembed.recipes import load_recipe
 from llmembed.reproduce import FeatureStore, load_task
 from llmembed.training import TrainConfig, train_head
 
-WIDE = "4,8,12,16"
 
-
-def candidates() -> list[tuple[str, str, dict, dict]]:
-    """(name, SmolLM2 layers, head overrides, train overrides) against the cpu recipe."""
+def candidates() -> list[tuple[str, list[dict], dict, dict]]:
+    """(name, per-backbone spec overrides, head overrides, train overrides) against the cpu
+    recipe (backbones: SmolLM2-135M, MiniLM-L6, MPNet-base)."""
     return [
-        ("L4,8,12,16 (recipe)", WIDE, {}, {}),
-        ("L4,8,12,16 lr=3e-4", WIDE, {}, {"lr": 3e-4, "patience": 15}),
-        ("L4,8,12,16 wd=1e-2", WIDE, {}, {"weight_decay": 1e-2}),
-        ("L8,12,16,21", "8,12,16,21", {}, {}),
-        ("L9,12,15,18,21", "9,12,15,18,21", {}, {}),
-        ("L4,8,12,16,21", "4,8,12,16,21", {}, {}),
+        ("L4,8,12,16 (recipe)", [{}, {}, {}], {}, {}),
+        ("L4,8,12,16 lr=3e-4", [{}, {}, {}], {}, {"lr": 3e-4, "patience": 15}),
+        ("L4,8,12,16 wd=1e-2", [{}, {}, {}], {}, {"weight_decay": 1e-2}),
+        ("L8,12,16,21", [{"layers": "8,12,16,21"}, {}, {}], {}, {}),
+        ("L9,12,15,18,21", [{"layers": "9,12,15,18,21"}, {}, {}], {}, {}),
+        ("L4,8,12,16,21", [{"layers": "4,8,12,16,21"}, {}, {}], {}, {}),
+        ("mpnet max_length 384", [{}, {}, {"max_length": 384}], {}, {}),
     ]
 
 
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--cache-dir", default=None, help="default: the reproduce cache")
+    ap.add_argument("--only", default=None, help="';'-separated candidate names")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
     recipe = load_recipe("cpu")
@@ -54,8 +55,10 @@ def main() -> None:
     for name in args.datasets.split(","):
         task = load_task(name, args.data_dir)
         store = FeatureStore(task, root, progress=False)
-        for cand, layers, head_over, train_over in candidates():
-            specs = [replace(recipe.backbones[0], layers=layers), *recipe.backbones[1:]]
+        for cand, spec_over, head_over, train_over in candidates():
+            if args.only and cand not in args.only.split(";"):
+                continue
+            specs = [replace(b, **o) for b, o in zip(recipe.backbones, spec_over, strict=True)]
             feats = [store.get(s) for s in specs]
             head = HeadConfig.from_dict({**recipe.head.to_dict(), **head_over})
             for seed in range(args.seeds):
@@ -91,6 +94,8 @@ def main() -> None:
         store.release()
     print("\nmean validation accuracy over datasets and seeds:")
     for cand, *_ in candidates():
+        if not any(r["candidate"] == cand for r in rows):
+            continue
         accs = [r["val_accuracy"] for r in rows if r["candidate"] == cand]
         per = {
             d: np.mean(
