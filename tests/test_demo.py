@@ -30,8 +30,13 @@ def _write_r8(root, monkeypatch):
 def test_run_demo_reports_metrics_and_saves(tmp_path, monkeypatch, tiny_llama, tiny_bert):
     root = _write_r8(tmp_path / "data", monkeypatch)
     console = Console(record=True, width=120)
-    result = run_demo(tiny_recipe(tiny_llama, tiny_bert), data_dir=root, out=tmp_path / "m",
-                      console=console, verbose=False)
+    result = run_demo(
+        tiny_recipe(tiny_llama, tiny_bert),
+        data_dir=root,
+        out=tmp_path / "m",
+        console=console,
+        verbose=False,
+    )
     assert result["n_train"] == 16 and result["n_test"] == 8
     assert result["metrics"]["accuracy"] >= 0.75
     assert "train embed:" in " ".join(result["timings_s"])
@@ -56,7 +61,20 @@ lr = 0.01
 max_epochs = 20
 val_fraction = 0.25
 """)
-    r = CliRunner().invoke(app, ["demo", "--recipe", str(recipe), "--data-dir", str(root), "--out",
-                                 str(tmp_path / "m"), "--metrics", str(tmp_path / "d.json"), "-q"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--recipe",
+            str(recipe),
+            "--data-dir",
+            str(root),
+            "--out",
+            str(tmp_path / "m"),
+            "--metrics",
+            str(tmp_path / "d.json"),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "d.json").read_text())["dataset"] == "r8"
