@@ -1853,9 +1853,11 @@ def render_markdown(
         best, who = max(peers)
         diff = 100 * (ours["accuracy"][0] - best)
         wins += diff > 0
+        spread = 100 * max(ours["accuracy"][1] or 0.0, agg[(d, who)]["accuracy"][1] or 0.0)
+        noise = "; within the seed spread" if abs(diff) <= spread else ""
         lines.append(
             f"- {DATASET_TITLES.get(d, d)}: ours {100 * ours['accuracy'][0]:.2f} vs best peer "
-            f"`{who}` {100 * best:.2f} ({diff:+.2f} points; peers run: "
+            f"`{who}` {100 * best:.2f} ({diff:+.2f} points{noise}; peers run: "
             f"{', '.join(m for _, m in sorted(peers, reverse=True))})"
         )
     lines.append("")
