@@ -519,7 +519,7 @@ def reproduce(
     train_threads: Annotated[
         int | None, typer.Option(help="Torch threads while training heads (default: as is).")
     ] = None,
-    setfit_max_pairs: Annotated[int, typer.Option(help="SetFit contrastive pair cap.")] = 4000,
+    setfit_max_pairs: Annotated[int, typer.Option(help="SetFit contrastive pair cap.")] = 1000,
     threads: Annotated[
         int | None, typer.Option(help="Torch threads for everything (default: as is).")
     ] = None,

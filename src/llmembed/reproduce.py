@@ -97,6 +97,8 @@ FUSIONS = ("mean", "max", "concat")
 SVM_C = (0.1, 1.0, 10.0)
 LR_C = (0.01, 0.1, 1.0, 10.0)
 VAL_FRACTION = 0.1  # validation split for the peers' hyperparameter choice (stratified)
+# SetFit contrastive pairs: 1,000 keeps one SetFit run at a few minutes on 2 CPU cores.
+SETFIT_MAX_PAIRS = 1000
 
 QUICK = {
     "dataset": "sst2",
@@ -556,7 +558,9 @@ def method_config(method: Method, recipe: Recipe, paper: Recipe, options: dict) 
     if method.name.startswith("abl-sigma") or method.name.startswith("abl-fusion"):
         cfg["grid"] = [SIGMAS, FUSIONS]
     if method.group == "peer":
-        cfg["grids"] = [SVM_C, LR_C, VAL_FRACTION, options.get("setfit_max_pairs", 4000)]
+        cfg["grids"] = [SVM_C, LR_C, VAL_FRACTION]
+    if method.name.startswith("setfit"):
+        cfg["setfit_max_pairs"] = options.get("setfit_max_pairs") or SETFIT_MAX_PAIRS
     if method.config is not None:
         cfg.update(method.config(recipe))
     return cfg
@@ -1091,7 +1095,7 @@ def _setfit(ctx: Context, tr, te, seed):
     from . import zoo
     from .data import _stratified_indices
 
-    max_pairs = int(ctx.options.get("setfit_max_pairs", 4000))
+    max_pairs = int(ctx.options.get("setfit_max_pairs") or SETFIT_MAX_PAIRS)
     iterations = 20
     texts, y = ctx.task.texts, ctx.task.y
     xtr, ytr = [texts[i] for i in tr], y[tr]
@@ -2021,8 +2025,8 @@ def render_markdown(
         "the recipe's token pooling stands in.",
         "- SetFit: `setfit` package, all-MiniLM-L6-v2 body from the model zoo, its usual settings "
         "(batch 16, 1 epoch, 20 pair-generation iterations, logistic-regression head); the "
-        "contrastive phase runs on a stratified subset sized to at most 4,000 pairs so that it "
-        "finishes on CPU, the head is fitted on the whole training split.",
+        f"contrastive phase runs on a stratified subset sized to at most {SETFIT_MAX_PAIRS:,} "
+        "pairs so that it finishes on CPU, the head is fitted on the whole training split.",
         "- AG News: `agnews/train.csv` is missing, so the labelled fallback protocol "
         "`agnews-test-5fold-cv` is used: stratified 5-fold cross-validation on the official "
         "7,600-text test split; seed k trains on the other folds and tests on fold k (folds "
@@ -2242,7 +2246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--train-threads", type=int, default=None, help="torch threads while training heads"
     )
-    ap.add_argument("--setfit-max-pairs", type=int, default=4000)
+    ap.add_argument("--setfit-max-pairs", type=int, default=SETFIT_MAX_PAIRS)
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads for everything (default: as is)"
     )
@@ -2289,7 +2293,7 @@ def reproduce_command(
     n_test=None,
     progress=True,
     train_threads=None,
-    setfit_max_pairs=4000,
+    setfit_max_pairs=SETFIT_MAX_PAIRS,
     threads=None,
 ) -> int:
     """Shared by the CLI command and benchmarks/reproduce.py."""
