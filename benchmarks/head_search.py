@@ -37,6 +37,8 @@ def candidates() -> list[tuple[str, list[dict], dict, dict]]:
         ("L9,12,15,18,21", [{"layers": "9,12,15,18,21"}, {}, {}], {}, {}),
         ("L4,8,12,16,21", [{"layers": "4,8,12,16,21"}, {}, {}], {}, {}),
         ("mpnet max_length 384", [{}, {}, {"max_length": 384}], {}, {}),
+        ("linear head (hidden [])", [{}, {}, {}], {"hidden": []}, {}),
+        ("mpnet 384, linear head", [{}, {}, {"max_length": 384}], {"hidden": []}, {}),
     ]
 
 
