@@ -30,7 +30,6 @@ of texts (cache off) and scaled to the dataset.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import json
@@ -936,6 +935,26 @@ def choose_on_validation(
     return best, rows, best_score
 
 
+def _choose_and_fit(
+    make: Callable[[Any], Any], x: np.ndarray, y: np.ndarray, grid: Sequence[Any], seed: int
+) -> tuple[Any, Any, list[dict[str, Any]], float, float, float]:
+    """Choose `make(value)`'s hyperparameter on a validation split of the training features
+    (x, y), then refit on all of them: (model, value, rows, val score, selection s, fit s)."""
+
+    def fit_score(c, fit_idx, val_idx):
+        model = make(c).fit(x[fit_idx], y[fit_idx])
+        return (model.predict(x[val_idx]) == y[val_idx]).mean()
+
+    t0 = time.perf_counter()
+    with _quiet_warnings():
+        c, rows, val_acc = choose_on_validation(y, grid, fit_score, seed)
+    selection = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with _quiet_warnings():
+        model = make(c).fit(x, y)
+    return model, c, rows, val_acc, selection, time.perf_counter() - t0
+
+
 def _tfidf_svm(ctx: Context, tr, te, seed):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.svm import LinearSVC
@@ -1030,18 +1049,9 @@ def _lr_embedding(model: str):
                 StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=seed)
             )
 
-        def fit_score(c, fit_idx, val_idx):
-            clf = make(c).fit(xtr[fit_idx], ytr[fit_idx])
-            return (clf.predict(xtr[val_idx]) == ytr[val_idx]).mean()
-
-        t0 = time.perf_counter()
-        with _quiet_warnings():
-            c, rows, val_acc = choose_on_validation(ytr, LR_C, fit_score, seed)
-        selection = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with _quiet_warnings():
-            clf = make(c).fit(xtr, ytr)
-        train_seconds = time.perf_counter() - t0
+        clf, c, rows, val_acc, selection, train_seconds = _choose_and_fit(
+            make, xtr, ytr, LR_C, seed
+        )
         t0 = time.perf_counter()
         pred = clf.predict(x[te])
         head_per_1000 = (time.perf_counter() - t0) / max(len(te), 1) * 1000
@@ -1129,18 +1139,9 @@ def _setfit(ctx: Context, tr, te, seed):
     emb_tr = model.model_body.encode(xtr, batch_size=64, show_progress_bar=False)
     encode_seconds = time.perf_counter() - t0
 
-    def fit_score(c, fit_idx, val_idx):
-        clf = LogisticRegression(C=c, max_iter=1000).fit(emb_tr[fit_idx], ytr[fit_idx])
-        return (clf.predict(emb_tr[val_idx]) == ytr[val_idx]).mean()
-
-    t0 = time.perf_counter()
-    with _quiet_warnings():
-        c, rows, val_acc = choose_on_validation(ytr, LR_C, fit_score, seed)
-    selection = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with _quiet_warnings():
-        head = LogisticRegression(C=c, max_iter=1000).fit(emb_tr, ytr)
-    head_seconds = time.perf_counter() - t0
+    head, c, rows, val_acc, selection, head_seconds = _choose_and_fit(
+        lambda c: LogisticRegression(C=c, max_iter=1000), emb_tr, ytr, LR_C, seed
+    )
     t0 = time.perf_counter()
     emb_te = model.model_body.encode([texts[i] for i in te], batch_size=64, show_progress_bar=False)
     pred = head.predict(emb_te)
@@ -2211,7 +2212,7 @@ def plot_cost(agg: dict[tuple[str, str], dict[str, Any]], path: str | os.PathLik
 
 
 # --------------------------------------------------------------------------------------------
-# Command line (benchmarks/reproduce.py and `llmembed reproduce` share it)
+# Command line (`llmembed reproduce`; benchmarks/reproduce.py runs that command)
 # --------------------------------------------------------------------------------------------
 
 
@@ -2220,59 +2221,6 @@ def _split_list(values: Sequence[str] | None) -> list[str] | None:
         return None
     out = [p.strip() for v in values for p in re.split(r"[,\s]+", v) if p.strip()]
     return out or None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="reproduce", description="The LLMEmbed benchmark table with peers and ablations."
-    )
-    ap.add_argument("--datasets", nargs="*", help=f"default: {' '.join(DEFAULT_DATASETS)}")
-    ap.add_argument(
-        "--methods", nargs="*", help="names or groups: ours published peers ablations all"
-    )
-    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3; quick 1)")
-    ap.add_argument("--quick", action="store_true", help="one dataset on a subset, < 5 minutes")
-    ap.add_argument("--force", action="store_true", help="redo records that exist")
-    ap.add_argument("--report-only", action="store_true", help="only regenerate the report")
-    ap.add_argument("--list", action="store_true", help="list the methods and exit")
-    ap.add_argument("--results-dir", default=None, help="default results/ (quick: results/quick)")
-    ap.add_argument("--docs-dir", default=None, help="default docs/ (quick: the results dir)")
-    ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--recipe", default="cpu")
-    ap.add_argument("--n-train", type=int, default=None)
-    ap.add_argument("--n-test", type=int, default=None)
-    ap.add_argument(
-        "--train-threads", type=int, default=None, help="torch threads while training heads"
-    )
-    ap.add_argument("--setfit-max-pairs", type=int, default=SETFIT_MAX_PAIRS)
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch threads for everything (default: as is)"
-    )
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    return reproduce_command(
-        datasets=_split_list(args.datasets),
-        methods=_split_list(args.methods),
-        seeds=args.seeds,
-        quick=args.quick,
-        force=args.force,
-        report_only=args.report_only,
-        list_methods=args.list,
-        results_dir=args.results_dir,
-        docs_dir=args.docs_dir,
-        cache_dir=args.cache_dir,
-        data_dir=args.data_dir,
-        device=args.device,
-        recipe=args.recipe,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        progress=not args.quiet,
-        train_threads=args.train_threads,
-        setfit_max_pairs=args.setfit_max_pairs,
-        threads=args.threads,
-    )
 
 
 def reproduce_command(
@@ -2296,7 +2244,7 @@ def reproduce_command(
     setfit_max_pairs=SETFIT_MAX_PAIRS,
     threads=None,
 ) -> int:
-    """Shared by the CLI command and benchmarks/reproduce.py."""
+    """`llmembed reproduce` (src/llmembed/cli.py parses its options)."""
     if list_methods:
         rec = load_recipe(recipe)
         for m in build_methods(rec):
@@ -2334,7 +2282,3 @@ def reproduce_command(
     )
     log(f"done in {time.perf_counter() - t0:.0f}s; report: {docs / 'results.md'}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
