@@ -957,30 +957,21 @@ def _choose_and_fit(
 
 def _tfidf_svm(ctx: Context, tr, te, seed):
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
 
-    texts = ctx.task.texts
-    xtr = [texts[i] for i in tr]
-    ytr = ctx.task.y[tr]
+    texts = np.asarray(ctx.task.texts, dtype=object)
 
     def make(c):
         vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-        return vec, LinearSVC(C=c, random_state=seed)
+        return make_pipeline(vec, LinearSVC(C=c, random_state=seed))
 
-    def fit_score(c, fit_idx, val_idx):
-        vec, svm = make(c)
-        svm.fit(vec.fit_transform([xtr[i] for i in fit_idx]), ytr[fit_idx])
-        return (svm.predict(vec.transform([xtr[i] for i in val_idx])) == ytr[val_idx]).mean()
-
+    model, c, rows, val_acc, selection, train_seconds = _choose_and_fit(
+        make, texts[tr], ctx.task.y[tr], SVM_C, seed
+    )
+    vec, svm = model[0], model[-1]
     t0 = time.perf_counter()
-    c, rows, val_acc = choose_on_validation(ytr, SVM_C, fit_score, seed)
-    selection = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    vec, svm = make(c)
-    svm.fit(vec.fit_transform(xtr), ytr)
-    train_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pred = svm.predict(vec.transform([texts[i] for i in te]))
+    pred = model.predict(texts[te])
     infer = (time.perf_counter() - t0) / max(len(te), 1) * 1000
     return {
         "pred": pred,
