@@ -292,3 +292,23 @@ def test_recipe_change_makes_records_stale(tmp_path, recipe):
     assert [r["method"] for r in again] == ["llmembed"]  # TF-IDF does not use the recipe
     agg = rp.aggregate(rp.load_records(tmp_path / "results"))
     assert agg[("toy", "llmembed")]["hyperparameters"][0]["head"]["sigma"] == 1.0
+
+
+def test_coverage_lists_missing_methods_with_cost_hint():
+    methods = rp.build_methods(rp.load_recipe("cpu"))
+    stats = {"n_seeds": 3, "train_seconds": (120.0, 5.0)}
+    agg = {(d, m.name): dict(stats) for d in rp.DEFAULT_DATASETS for m in methods}
+    for m in methods:
+        if m.group == "ablation":
+            del agg[("sst2", m.name)]
+    agg[("r8", "setfit-minilm")]["n_seeds"] = 1
+    text = "\n".join(rp._coverage_lines(agg, list(rp.DEFAULT_DATASETS)))
+    n_abl = sum(m.group == "ablation" for m in methods)
+    assert f"- SST-2: ablations: all {n_abl}" in text
+    # every missing ablation trains one head per seed at ours' measured cost
+    assert f"train {3 * n_abl} heads; ours took 120 s per head" in text
+    assert f"about {3 * n_abl * 120 / 3600:.1f} h" in text
+    assert "- R8: `setfit-minilm` (1/3)" in text and "MR" not in text
+    agg[("r8", "setfit-minilm")]["n_seeds"] = 3
+    agg.update({("sst2", m.name): dict(stats) for m in methods})
+    assert "Every method has 3 seeds" in "\n".join(rp._coverage_lines(agg, []))

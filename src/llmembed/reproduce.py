@@ -1738,7 +1738,15 @@ def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[s
             parts.append(
                 f"{titles[group]}: all {total}" if len(ms) == total and total > 3 else names
             )
-        missing.append(f"- {DATASET_TITLES.get(d, d)}: " + "; ".join(parts))
+        line = f"- {DATASET_TITLES.get(d, d)}: " + "; ".join(parts)
+        ours_train = agg.get((d, "llmembed"), {}).get("train_seconds", (None, None))[0]
+        n_heads = 3 * sum(m.group == "ablation" for m in todo)
+        if n_heads and ours_train:  # every ablation trains one head per seed, as ours does
+            line += (
+                f" (the ablations train {n_heads} heads; ours took {ours_train:.0f} s per head"
+                f" here, so about {n_heads * ours_train / 3600:.1f} h)"
+            )
+        missing.append(line)
     lines = ["## Coverage", ""]
     if not missing:
         lines += ["Every method has 3 seeds on every dataset.", ""]
