@@ -309,6 +309,15 @@ def test_coverage_lists_missing_methods_with_cost_hint():
     assert f"train {3 * n_abl} heads; ours took 120 s per head" in text
     assert f"about {3 * n_abl * 120 / 3600:.1f} h" in text
     assert "- R8: `setfit-minilm` (1/3)" in text and "MR" not in text
+    agg[("r52", "abl-sigma-1")] = {"n_seeds": 1, "train_seconds": (60.0, 0.0)}  # 2 seeds to go
+    del agg[("r52", "llmembed")]  # no head time measured: no estimate
+    agg[("mr", "abl-sigma-10")]["n_seeds"] = 2
+    text = "\n".join(rp._coverage_lines(agg, list(rp.DEFAULT_DATASETS)))
+    assert "- MR: `abl-sigma-10` (2/3) (the ablations train 1 heads; ours took 120 s" in text
+    assert "- R52: `llmembed`; `abl-sigma-1` (1/3)\n" in text + "\n"
+    agg[("r52", "llmembed")] = dict(stats)
+    agg[("r52", "abl-sigma-1")]["n_seeds"] = 3
+    agg[("mr", "abl-sigma-10")]["n_seeds"] = 3
     agg[("r8", "setfit-minilm")]["n_seeds"] = 3
     agg.update({("sst2", m.name): dict(stats) for m in methods})
     assert "Every method has 3 seeds" in "\n".join(rp._coverage_lines(agg, []))

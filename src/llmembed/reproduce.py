@@ -95,6 +95,7 @@ SIGMAS = (0.01, 0.1, 1.0, 10.0)
 FUSIONS = ("mean", "max", "concat")
 SVM_C = (0.1, 1.0, 10.0)
 LR_C = (0.01, 0.1, 1.0, 10.0)
+SEEDS = 3  # seeds per (dataset, method): every figure is a mean over at least this many
 VAL_FRACTION = 0.1  # validation split for the peers' hyperparameter choice (stratified)
 # SetFit contrastive pairs: 1,000 keeps one SetFit run at a few minutes on 2 CPU cores.
 SETFIT_MAX_PAIRS = 1000
@@ -1440,7 +1441,7 @@ def make_record(
 def run(
     datasets: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
-    seeds: int = 3,
+    seeds: int = SEEDS,
     quick: bool = False,
     force: bool = False,
     results_dir: str | os.PathLike | None = None,
@@ -1708,7 +1709,7 @@ def _datasets_in(records) -> list[str]:
 
 
 def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[str]) -> list[str]:
-    """What is still missing for the full table (3 seeds of every method on every dataset)."""
+    """What is still missing for the full table (SEEDS seeds of every method on every dataset)."""
     try:
         methods = build_methods(load_recipe("cpu"))
     except Exception:  # noqa: BLE001 - the report must not fail on this
@@ -1721,7 +1722,8 @@ def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[s
     }
     missing = []
     for d in DEFAULT_DATASETS:
-        todo = [m for m in methods if (d, m.name) not in agg or agg[(d, m.name)]["n_seeds"] < 3]
+        done = {m.name: agg[(d, m.name)]["n_seeds"] if (d, m.name) in agg else 0 for m in methods}
+        todo = [m for m in methods if done[m.name] < SEEDS]
         if not todo:
             continue
         parts = []
@@ -1731,8 +1733,7 @@ def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[s
                 continue
             total = sum(m.group == group for m in methods)
             names = ", ".join(
-                f"`{m.name}`"
-                + (f" ({agg[(d, m.name)]['n_seeds']}/3)" if (d, m.name) in agg else "")
+                f"`{m.name}`" + (f" ({done[m.name]}/{SEEDS})" if (d, m.name) in agg else "")
                 for m in ms
             )
             parts.append(
@@ -1740,7 +1741,7 @@ def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[s
             )
         line = f"- {DATASET_TITLES.get(d, d)}: " + "; ".join(parts)
         ours_train = agg.get((d, "llmembed"), {}).get("train_seconds", (None, None))[0]
-        n_heads = 3 * sum(m.group == "ablation" for m in todo)
+        n_heads = sum(SEEDS - done[m.name] for m in todo if m.group == "ablation")
         if n_heads and ours_train:  # every ablation trains one head per seed, as ours does
             line += (
                 f" (the ablations train {n_heads} heads; ours took {ours_train:.0f} s per head"
@@ -1749,12 +1750,12 @@ def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[s
         missing.append(line)
     lines = ["## Coverage", ""]
     if not missing:
-        lines += ["Every method has 3 seeds on every dataset.", ""]
+        lines += [f"Every method has {SEEDS} seeds on every dataset.", ""]
         return lines
     lines.append(
-        "Still missing (or fewer than 3 seeds; records made with other settings do not count). "
-        "Continue with `LLMEMBED_DATA=/path/to/datasets llmembed reproduce --threads 1`: it "
-        "skips what is done."
+        f"Still missing (or fewer than {SEEDS} seeds; records made with other settings do not "
+        "count). Continue with `LLMEMBED_DATA=/path/to/datasets llmembed reproduce --threads 1`: "
+        "it skips what is done."
     )
     lines.append("")
     lines += missing
@@ -1818,7 +1819,7 @@ def render_markdown(
             if a is None:
                 cells.append("–")
                 continue
-            cell = _pct(a["accuracy"]) + (f" (n={a['n_seeds']})" if a["n_seeds"] < 3 else "")
+            cell = _pct(a["accuracy"]) + (f" (n={a['n_seeds']})" if a["n_seeds"] < SEEDS else "")
             top = max(
                 (agg[(d, x)]["accuracy"][0] for x in head_methods if (d, x) in agg), default=None
             )
@@ -2261,7 +2262,7 @@ def reproduce_command(
     run(
         datasets=datasets,
         methods=methods,
-        seeds=seeds if seeds is not None else (1 if quick else 3),
+        seeds=seeds if seeds is not None else (1 if quick else SEEDS),
         quick=quick,
         force=force,
         results_dir=results,
