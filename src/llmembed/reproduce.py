@@ -1087,7 +1087,8 @@ def _setfit(ctx: Context, tr, te, seed):
     """SetFit on its usual settings (batch 16, 1 epoch, 20 iterations of pair generation,
     logistic-regression head) with the contrastive phase on a stratified subset sized so that
     it makes at most `setfit_max_pairs` pairs; the head is fitted on the whole training split
-    (its C chosen on the validation split)."""
+    (its C chosen on the validation split). With many classes the subset's floor of 2 texts per
+    class makes more pairs than the cap: setfit's own `max_steps` then stops at the cap."""
     import torch
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformer
@@ -1103,14 +1104,18 @@ def _setfit(ctx: Context, tr, te, seed):
     xtr, ytr = [texts[i] for i in tr], y[tr]
     n_sub = max(len(ctx.task.classes) * 2, max_pairs // (2 * iterations))
     sub = _stratified_indices([str(v) for v in ytr], n_sub, seed)
+    batch_size = 16
+    n_pairs = 2 * iterations * len(sub)
+    max_steps = -1 if n_pairs <= max_pairs else max_pairs // batch_size
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     body = SentenceTransformer(zoo.resolve(SETFIT_BODY), device="cpu")
     model = SetFitModel(model_body=body, model_head=LogisticRegression())
     args = TrainingArguments(
-        batch_size=16,
+        batch_size=batch_size,
         num_epochs=1,
         num_iterations=iterations,
+        max_steps=max_steps,
         seed=seed,
         show_progress_bar=False,
     )
@@ -1138,7 +1143,8 @@ def _setfit(ctx: Context, tr, te, seed):
     emb_te = model.model_body.encode([texts[i] for i in te], batch_size=64, show_progress_bar=False)
     pred = head.predict(emb_te)
     infer = (time.perf_counter() - t0) / max(len(te), 1) * 1000
-    n_pairs = 2 * iterations * len(sub)
+    if max_steps > 0:
+        n_pairs = max_steps * batch_size
     return {
         "pred": pred,
         "train_seconds": contrastive_seconds + encode_seconds + head_seconds,
@@ -1153,9 +1159,10 @@ def _setfit(ctx: Context, tr, te, seed):
         "frozen_params": 0,
         "hyperparameters": {
             "body": f"{SETFIT_BODY} ({zoo.MODELS[SETFIT_BODY].hub_id})",
-            "batch_size": 16,
+            "batch_size": batch_size,
             "num_epochs": 1,
             "num_iterations": iterations,
+            "max_steps": max_steps,
             "contrastive_texts": len(sub),
             "contrastive_pairs": n_pairs,
             "max_pairs": max_pairs,
@@ -2027,7 +2034,9 @@ def render_markdown(
         "- SetFit: `setfit` package, all-MiniLM-L6-v2 body from the model zoo, its usual settings "
         "(batch 16, 1 epoch, 20 pair-generation iterations, logistic-regression head); the "
         f"contrastive phase runs on a stratified subset sized to at most {SETFIT_MAX_PAIRS:,} "
-        "pairs so that it finishes on CPU, the head is fitted on the whole training split.",
+        "pairs so that it finishes on CPU (at least 2 texts per class; where that makes more "
+        "pairs, as on R52, setfit's `max_steps` stops training at the cap), the head is fitted "
+        "on the whole training split.",
         "- AG News: `agnews/train.csv` is missing, so the labelled fallback protocol "
         "`agnews-test-5fold-cv` is used: stratified 5-fold cross-validation on the official "
         "7,600-text test split; seed k trains on the other folds and tests on fold k (folds "
