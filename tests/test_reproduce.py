@@ -302,7 +302,7 @@ def test_coverage_lists_missing_methods_with_cost_hint():
         if m.group == "ablation":
             del agg[("sst2", m.name)]
     agg[("r8", "setfit-minilm")]["n_seeds"] = 1
-    text = "\n".join(rp._coverage_lines(agg, list(rp.DEFAULT_DATASETS)))
+    text = "\n".join(rp._coverage_lines(agg))
     n_abl = sum(m.group == "ablation" for m in methods)
     assert f"- SST-2: ablations: all {n_abl}" in text
     # every missing ablation trains one head per seed at ours' measured cost
@@ -312,7 +312,7 @@ def test_coverage_lists_missing_methods_with_cost_hint():
     agg[("r52", "abl-sigma-1")] = {"n_seeds": 1, "train_seconds": (60.0, 0.0)}  # 2 seeds to go
     del agg[("r52", "llmembed")]  # no head time measured: no estimate
     agg[("mr", "abl-sigma-10")]["n_seeds"] = 2
-    text = "\n".join(rp._coverage_lines(agg, list(rp.DEFAULT_DATASETS)))
+    text = "\n".join(rp._coverage_lines(agg))
     assert "- MR: `abl-sigma-10` (2/3) (the ablations train 1 heads; ours took 120 s" in text
     assert "- R52: `llmembed`; `abl-sigma-1` (1/3)\n" in text + "\n"
     agg[("r52", "llmembed")] = dict(stats)
@@ -320,4 +320,4 @@ def test_coverage_lists_missing_methods_with_cost_hint():
     agg[("mr", "abl-sigma-10")]["n_seeds"] = 3
     agg[("r8", "setfit-minilm")]["n_seeds"] = 3
     agg.update({("sst2", m.name): dict(stats) for m in methods})
-    assert "Every method has 3 seeds" in "\n".join(rp._coverage_lines(agg, []))
+    assert "Every method has 3 seeds" in "\n".join(rp._coverage_lines(agg))

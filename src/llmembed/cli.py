@@ -519,7 +519,9 @@ def reproduce(
     train_threads: Annotated[
         int | None, typer.Option(help="Torch threads while training heads (default: as is).")
     ] = None,
-    setfit_max_pairs: Annotated[int, typer.Option(help="SetFit contrastive pair cap.")] = 1000,
+    setfit_max_pairs: Annotated[
+        int | None, typer.Option(help="SetFit contrastive pair cap (default 1,000).")
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(help="Torch threads for everything (default: as is).")
     ] = None,

@@ -1715,7 +1715,7 @@ def _datasets_in(records) -> list[str]:
     return [d for d in DEFAULT_DATASETS if d in present] + sorted(present - set(DEFAULT_DATASETS))
 
 
-def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]], datasets: list[str]) -> list[str]:
+def _coverage_lines(agg: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     """What is still missing for the full table (SEEDS seeds of every method on every dataset)."""
     try:
         methods = build_methods(load_recipe("cpu"))
@@ -2004,7 +2004,7 @@ def render_markdown(
         lines.append("")
 
     # ---- coverage
-    lines += _coverage_lines(agg, datasets)
+    lines += _coverage_lines(agg)
 
     # ---- notes
     lines += ["## Protocol notes", ""]
@@ -2250,7 +2250,7 @@ def reproduce_command(
     n_test=None,
     progress=True,
     train_threads=None,
-    setfit_max_pairs=SETFIT_MAX_PAIRS,
+    setfit_max_pairs=None,
     threads=None,
 ) -> int:
     """`llmembed reproduce` (src/llmembed/cli.py parses its options)."""
