@@ -260,6 +260,15 @@ def test_cv_task_splits_by_seed():
     assert not set(tr) & set(te) and desc.startswith("fold 1 of 5")
 
 
+def test_setfit_budget_caps_pairs():
+    # few classes: the subset is sized to the cap (25 texts x 40 pairs = 1,000), no step cap
+    assert rp.setfit_budget(2, 1000) == (25, -1)
+    assert rp.setfit_budget(8, 1000) == (25, -1)
+    # R52: 2 texts per class make 4,160 pairs, so training stops after 62 batches of 16
+    n_sub, max_steps = rp.setfit_budget(52, 1000)
+    assert n_sub == 104 and max_steps == 62 and max_steps * rp.SETFIT_BATCH <= 1000
+
+
 def test_missing_package_skips_method(tmp_path, recipe, monkeypatch, capsys):
     original = rp.build_methods
 

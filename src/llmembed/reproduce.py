@@ -1081,6 +1081,18 @@ def _quiet_warnings():
 
 
 SETFIT_BODY = "minilm-l6"
+SETFIT_ITERATIONS = 20  # setfit's usual pair-generation iterations
+SETFIT_BATCH = 16
+
+
+def setfit_budget(n_classes: int, max_pairs: int) -> tuple[int, int]:
+    """(texts in SetFit's contrastive subset, setfit `max_steps` or -1 for no cap).
+
+    The subset makes 2 * SETFIT_ITERATIONS pairs per text and holds at least 2 texts per
+    class; when that floor alone exceeds `max_pairs`, training stops after `max_pairs` pairs."""
+    n_sub = max(2 * n_classes, max_pairs // (2 * SETFIT_ITERATIONS))
+    fits = 2 * SETFIT_ITERATIONS * n_sub <= max_pairs
+    return n_sub, -1 if fits else max_pairs // SETFIT_BATCH
 
 
 def _setfit(ctx: Context, tr, te, seed):
@@ -1099,14 +1111,11 @@ def _setfit(ctx: Context, tr, te, seed):
     from .data import _stratified_indices
 
     max_pairs = int(ctx.options.get("setfit_max_pairs") or SETFIT_MAX_PAIRS)
-    iterations = 20
+    iterations, batch_size = SETFIT_ITERATIONS, SETFIT_BATCH
     texts, y = ctx.task.texts, ctx.task.y
     xtr, ytr = [texts[i] for i in tr], y[tr]
-    n_sub = max(len(ctx.task.classes) * 2, max_pairs // (2 * iterations))
+    n_sub, max_steps = setfit_budget(len(ctx.task.classes), max_pairs)
     sub = _stratified_indices([str(v) for v in ytr], n_sub, seed)
-    batch_size = 16
-    n_pairs = 2 * iterations * len(sub)
-    max_steps = -1 if n_pairs <= max_pairs else max_pairs // batch_size
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     body = SentenceTransformer(zoo.resolve(SETFIT_BODY), device="cpu")
@@ -1143,8 +1152,7 @@ def _setfit(ctx: Context, tr, te, seed):
     emb_te = model.model_body.encode([texts[i] for i in te], batch_size=64, show_progress_bar=False)
     pred = head.predict(emb_te)
     infer = (time.perf_counter() - t0) / max(len(te), 1) * 1000
-    if max_steps > 0:
-        n_pairs = max_steps * batch_size
+    n_pairs = 2 * iterations * len(sub) if max_steps < 0 else max_steps * batch_size
     return {
         "pred": pred,
         "train_seconds": contrastive_seconds + encode_seconds + head_seconds,
@@ -2032,7 +2040,8 @@ def render_markdown(
         "normalization; the decoder has no standard sentence embedding, so its last layer with "
         "the recipe's token pooling stands in.",
         "- SetFit: `setfit` package, all-MiniLM-L6-v2 body from the model zoo, its usual settings "
-        "(batch 16, 1 epoch, 20 pair-generation iterations, logistic-regression head); the "
+        f"(batch {SETFIT_BATCH}, 1 epoch, {SETFIT_ITERATIONS} pair-generation iterations, "
+        "logistic-regression head); the "
         f"contrastive phase runs on a stratified subset sized to at most {SETFIT_MAX_PAIRS:,} "
         "pairs so that it finishes on CPU (at least 2 texts per class; where that makes more "
         "pairs, as on R52, setfit's `max_steps` stops training at the cap), the head is fitted "
