@@ -159,6 +159,9 @@ def test_report_from_records(tmp_path, recipe):
     text = out.read_text()
     assert "| LLMEmbed, CPU default recipe (ours) (`llmembed`) |" in text
     assert "`llmembed-published`" in text and "`abl-fusion-mean`" in text
+    # 1 seed of 3: every accuracy cell says so, the ablation table's too
+    abl_row = next(line for line in text.splitlines() if "(`abl-fusion-mean`) |" in line)
+    assert "(n=1)" in abl_row
     assert "RoBERTa-large fine-tuned" in text and "CARP" in text
     assert "± " in text and "Ours is ahead of every peer run on" in text
     for png in ("accuracy_by_method.png", "accuracy_vs_cost.png"):

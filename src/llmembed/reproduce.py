@@ -1642,6 +1642,11 @@ def _pct(ms: tuple[float | None, float | None], spread: bool = True) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if spread else f"{100 * mean:.2f}"
 
 
+def _acc(a: dict[str, Any]) -> str:
+    """Accuracy cell: mean ± std, marked (n=k) when fewer than SEEDS seeds are in."""
+    return _pct(a["accuracy"]) + (f" (n={a['n_seeds']})" if a["n_seeds"] < SEEDS else "")
+
+
 def _secs(ms: tuple[float | None, float | None]) -> str:
     mean, _ = ms
     if mean is None:
@@ -1834,7 +1839,7 @@ def render_markdown(
             if a is None:
                 cells.append("–")
                 continue
-            cell = _pct(a["accuracy"]) + (f" (n={a['n_seeds']})" if a["n_seeds"] < SEEDS else "")
+            cell = _acc(a)
             top = max(
                 (agg[(d, x)]["accuracy"][0] for x in head_methods if (d, x) in agg), default=None
             )
@@ -1928,7 +1933,7 @@ def render_markdown(
                     continue
                 delta = f" ({100 * (a['accuracy'][0] - prev[d]):+.2f})" if d in prev else ""
                 prev[d] = a["accuracy"][0]
-                cells.append(_pct(a["accuracy"]) + delta)
+                cells.append(_acc(a) + delta)
             lines.append(f"| {label} (`{name}`) | " + " | ".join(cells) + " |")
         lines.append("")
 
@@ -2005,7 +2010,7 @@ def render_markdown(
                 delta = ""
                 if ours is not None and m != "llmembed":
                     delta = f" ({100 * (a['accuracy'][0] - ours['accuracy'][0]):+.2f})"
-                cells.append(_pct(a["accuracy"]) + delta)
+                cells.append(_acc(a) + delta)
             lines.append(f"| {labels[m]} (`{m}`) | " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("In parentheses: difference from ours, in accuracy points.")
