@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from llmembed.cache import default_cache_dir
 from llmembed.recipes import load_recipe
-from llmembed.reproduce import FeatureStore, load_task
-from llmembed.training import predict_logits, split_validation, train_head
+from llmembed.reproduce import FeatureStore, _choose_and_fit, load_task
+from llmembed.training import predict_logits, train_head
 
-LR_C = (0.01, 0.1, 1.0)
+LINEAR_C = (0.01, 0.1, 1.0)  # the peers' LR_C without 10, to keep the diagnostic short
 
 
 def mlp_mpnet384(store, task, recipe, tr, te, seed) -> float:
@@ -50,18 +51,14 @@ def linear_concat(store, task, recipe, tr, te, seed) -> float:
     x = np.concatenate(
         [store.get(s).reshape(len(task.texts), -1) for s in recipe.backbones], axis=1
     ).astype(np.float32)
-    y = task.y
-    fit, val = split_validation(y[tr], recipe.train.val_fraction, seed)
-
-    def score(c: float) -> float:
-        scaler = StandardScaler().fit(x[tr][fit])
-        model = LogisticRegression(C=c, max_iter=300).fit(scaler.transform(x[tr][fit]), y[tr][fit])
-        return model.score(scaler.transform(x[tr][val]), y[tr][val])
-
-    best = max(LR_C, key=score)
-    scaler = StandardScaler().fit(x[tr])
-    model = LogisticRegression(C=best, max_iter=300).fit(scaler.transform(x[tr]), y[tr])
-    return float(model.score(scaler.transform(x[te]), y[te]))
+    model, *_ = _choose_and_fit(
+        lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)),
+        x[tr],
+        task.y[tr],
+        LINEAR_C,
+        seed,
+    )
+    return float(model.score(x[te], task.y[te]))
 
 
 def chosen_on_validation(results_dir: Path, dataset: str) -> list[tuple[str, float]]:
