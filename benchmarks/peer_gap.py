@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 
 from llmembed.cache import default_cache_dir
 from llmembed.recipes import load_recipe
-from llmembed.reproduce import FeatureStore, _choose_and_fit, load_task
+from llmembed.reproduce import FeatureStore, _choose_and_fit, load_records, load_task
 from llmembed.training import predict_logits, train_head
 
 LINEAR_C = (0.01, 0.1, 1.0)  # the peers' LR_C without 10, to keep the diagnostic short
@@ -68,25 +68,20 @@ def linear_concat(store, task, recipe, tr, te, seed) -> tuple[float, float]:
     return float(model.score(x[te], task.y[te])), float(val_acc)
 
 
-def chosen_on_validation(results_dir: Path, dataset: str) -> list[tuple[str, float]]:
+def chosen_on_validation(records: list[dict], dataset: str) -> list[tuple[str, float]]:
     """Per seed, the record among ours and the ablations with the best validation accuracy:
     (method, its test accuracy). Choosing the backbone subset / layer / fusion this way is the
     cheapest fix the ablations suggest."""
     best: dict[int, tuple[float, str, float]] = {}
-    for path in sorted((results_dir / "runs" / dataset).glob("*/seed*.json")):
-        r = json.loads(path.read_text())
+    for r in records:
         val = (r.get("validation") or {}).get("accuracy")
-        if val is None or not (r["method"] == "llmembed" or r["method"].startswith("abl-")):
+        if r["dataset"] != dataset or val is None:
+            continue
+        if not (r["method"] == "llmembed" or r["method"].startswith("abl-")):
             continue
         if val > best.get(r["seed"], (-1.0, "", 0.0))[0]:
             best[r["seed"]] = (val, r["method"], r["metrics"]["accuracy"])
     return [(m, acc) for _, m, acc in (best[s] for s in sorted(best))]
-
-
-def ours_record(results_dir: Path, dataset: str, seed: int) -> tuple[float, float]:
-    """Ours' benchmark record: (test accuracy, best-epoch validation accuracy)."""
-    r = json.loads((results_dir / "runs" / dataset / "llmembed" / f"seed{seed}.json").read_text())
-    return r["metrics"]["accuracy"], r["validation"]["accuracy"]
 
 
 VARIANTS = {
@@ -106,8 +101,9 @@ def main() -> None:
     ap.add_argument("--records-only", action="store_true", help="only the record-based choice")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
+    records = load_records(args.results_dir)
     for name in args.datasets.split(","):
-        chosen = chosen_on_validation(args.results_dir, name)
+        chosen = chosen_on_validation(records, name)
         if chosen:
             mean = 100 * np.mean([acc for _, acc in chosen])
             print(f"{name}: best of ours + ablations on validation: test {mean:.2f} ({chosen})")
@@ -116,6 +112,7 @@ def main() -> None:
     torch.set_num_threads(1)
     recipe = load_recipe("cpu")
     variants = [VARIANTS[v] for v in args.variants.split(",")]
+    ours = {(r["dataset"], r["seed"]): r for r in records if r["method"] == "llmembed"}
     rows = []
     for name in args.datasets.split(","):
         task = load_task(name, args.data_dir)
@@ -130,9 +127,10 @@ def main() -> None:
                     f"{name:6s} {variant:38s} seed {seed}: test {acc:.4f} val {val:.4f}", flush=True
                 )
                 if run is linear_concat:
-                    ours_acc, ours_val = ours_record(args.results_dir, name, seed)
-                    pick = "linear" if val > ours_val else "ours (MLP)"
-                    auto_acc = acc if val > ours_val else ours_acc
+                    mlp = ours[(name, seed)]  # its validation accuracy is the best epoch's
+                    linear = val > mlp["validation"]["accuracy"]
+                    pick = "linear" if linear else "ours (MLP)"
+                    auto_acc = acc if linear else mlp["metrics"]["accuracy"]
                     rows.append(row | {"variant": AUTO, "picks": pick, "test_accuracy": auto_acc})
                     print(
                         f"{name:6s} {AUTO:38s} seed {seed}: picks {pick}, test {auto_acc:.4f}",

@@ -1096,11 +1096,12 @@ def setfit_budget(n_classes: int, max_pairs: int) -> tuple[int, int]:
 
 
 def _setfit(ctx: Context, tr, te, seed):
-    """SetFit on its usual settings (batch 16, 1 epoch, 20 iterations of pair generation,
-    logistic-regression head) with the contrastive phase on a stratified subset sized so that
-    it makes at most `setfit_max_pairs` pairs; the head is fitted on the whole training split
-    (its C chosen on the validation split). With many classes the subset's floor of 2 texts per
-    class makes more pairs than the cap: setfit's own `max_steps` then stops at the cap."""
+    """SetFit on its usual settings (batch SETFIT_BATCH, 1 epoch, SETFIT_ITERATIONS iterations of
+    pair generation, logistic-regression head) with the contrastive phase on a stratified subset
+    sized so that it makes at most `setfit_max_pairs` pairs; the head is fitted on the whole
+    training split (its C chosen on the validation split). With many classes the subset's floor
+    of 2 texts per class makes more pairs than the cap: setfit's own `max_steps` then stops at
+    the cap."""
     import torch
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformer
