@@ -8,7 +8,7 @@ import pytest
 
 from llmembed import LLMEmbedClassifier, Recipe
 from llmembed.backbones import Backbone, BackboneSpec
-from llmembed.data import data_dir, load_benchmark
+from llmembed.datasets import data_dir, load_benchmark
 from llmembed.heads import HeadConfig
 from llmembed.training import TrainConfig
 from llmembed.zoo import is_installed

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from llmembed.backbones import Backbone, BackboneSpec, cpu_has_bf16
-from llmembed.data import load_benchmark
+from llmembed.datasets import load_benchmark
 from llmembed.recipes import load_recipe
 
 MODELS = ("minilm-l6", "mpnet-base", "smollm2-135m")

@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .backbones import Backbone, BackboneSpec
 from .cache import EmbeddingCache
-from .data import validate_texts
 from .errors import LLMEmbedError
 from .heads import FusionHead, HeadConfig
+from .io import validate_texts
 from .metrics import classification_metrics
 from .recipes import Recipe, load_recipe
 from .training import TrainConfig, predict_logits, train_head

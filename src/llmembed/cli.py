@@ -89,7 +89,7 @@ def embed(
 
         from .backbones import Backbone, BackboneSpec
         from .cache import EmbeddingCache
-        from .data import read_table
+        from .io import read_table
 
         texts, _ = read_table(input, text_col=text_col)
         bb = Backbone(
@@ -151,7 +151,8 @@ def train(
 
     def go():
         from .classifier import LLMEmbedClassifier
-        from .data import load_benchmark, read_table
+        from .datasets import load_benchmark
+        from .io import read_table
 
         test = None
         if dataset:
@@ -205,7 +206,7 @@ def evaluate(
 
     def go():
         from .classifier import LLMEmbedClassifier
-        from .data import read_table
+        from .io import read_table
 
         texts, labels = read_table(data, text_col=text_col, label_col=label_col)
         clf = LLMEmbedClassifier.load(
@@ -246,7 +247,7 @@ def predict(
 
     def go():
         from .classifier import LLMEmbedClassifier
-        from .data import read_table
+        from .io import read_table
 
         texts, _ = read_table(data, text_col=text_col)
         clf = LLMEmbedClassifier.load(
@@ -336,7 +337,7 @@ def probe(
     """Linear probe on every layer and pooling of MODEL (validation split carved from train)."""
 
     def go():
-        from .data import load_benchmark
+        from .datasets import load_benchmark
         from .probe import plot_probe, probe_layers
 
         ds = load_benchmark(dataset, data_dir)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from . import zoo
 from .classifier import LLMEmbedClassifier
-from .data import load_benchmark
+from .datasets import load_benchmark
 from .recipes import Recipe, load_recipe
 
 EXAMPLES = {

@@ -237,7 +237,7 @@ def load_task(
     n_test: int | None = None,
 ) -> Task:
     """Load a benchmark (optionally a stratified subset) as a Task."""
-    from .data import load_benchmark
+    from .datasets import load_benchmark
 
     ds = load_benchmark(name, data_dir)
     if quick or n_train is not None or n_test is not None:
@@ -754,7 +754,7 @@ def published_subset(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The fixed stratified subset (seed 0) of a split on which the published configuration and
     its fixes are compared: fixed max_length padding is too slow on CPU for whole datasets."""
-    from .data import _stratified_indices
+    from .datasets import _stratified_indices
 
     n_tr, n_te = ctx.options.get("published_subset", PUBLISHED_SUBSET)
     y = ctx.task.y
@@ -1109,7 +1109,7 @@ def _setfit(ctx: Context, tr, te, seed):
     from sklearn.linear_model import LogisticRegression
 
     from . import zoo
-    from .data import _stratified_indices
+    from .datasets import _stratified_indices
 
     max_pairs = int(ctx.options.get("setfit_max_pairs") or SETFIT_MAX_PAIRS)
     iterations, batch_size = SETFIT_ITERATIONS, SETFIT_BATCH

@@ -1,4 +1,4 @@
-"""Tests for llmembed.data: format parsers on tiny synthetic files, read_table, validation,
+"""Tests for llmembed.datasets and llmembed.io: format parsers on tiny synthetic files, read_table, validation,
 subsampling and splits; plus exact-count checks on the real benchmark files when present."""
 
 from __future__ import annotations
@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmembed import data
-from llmembed.data import (
-    BENCHMARKS,
-    Dataset,
-    data_dir,
-    load_benchmark,
-    read_table,
-    validate_texts,
-)
+from llmembed import datasets as data
+from llmembed.datasets import BENCHMARKS, Dataset, data_dir, load_benchmark
+from llmembed.io import read_table, validate_texts
 from llmembed.errors import LLMEmbedError
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Dataset loaders: the paper's five benchmarks from their standard files, and the user's tables.
+"""Benchmark dataset loaders (like ``sklearn.datasets``): the paper's five benchmarks from their
+standard files.
 
 Benchmarks (LLMEmbed, Liu et al., ACL 2024): ``sst2``, ``mr``, ``agnews``, ``r8``, ``r52``.
 The files are never copied into the repository. :func:`load_benchmark` finds them in a data folder
@@ -37,7 +38,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -53,14 +53,7 @@ from pathlib import Path
 
 from .errors import LLMEmbedError
 
-__all__ = [
-    "BENCHMARKS",
-    "Dataset",
-    "data_dir",
-    "load_benchmark",
-    "read_table",
-    "validate_texts",
-]
+__all__ = ["BENCHMARKS", "Dataset", "data_dir", "load_benchmark"]
 
 logger = logging.getLogger(__name__)
 
@@ -695,7 +688,7 @@ def load_benchmark(
     if key not in BENCHMARKS:
         raise LLMEmbedError(
             f"Unknown benchmark {name!r}. Known benchmarks: {', '.join(BENCHMARKS)}. "
-            "For your own data use llmembed.data.read_table(path, text_col=..., label_col=...) "
+            "For your own data use llmembed.io.read_table(path, text_col=..., label_col=...) "
             "(CSV, TSV, JSONL, JSON or Parquet)."
         )
     root = _data_dir(data_dir)
@@ -718,197 +711,3 @@ def load_benchmark(
     classes = set(ds.train_labels) | set(ds.test_labels)
     _check_counts(key, n_train, len(ds.test_texts), len(classes), ds.source)
     return ds
-
-
-# --------------------------------------------------------------------------------------------
-# The user's own data
-# --------------------------------------------------------------------------------------------
-
-_TABLE_EXTS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-
-
-def _is_missing(v: object) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    try:  # pandas.NA / NaT without importing pandas here
-        return bool(v != v)
-    except (TypeError, ValueError):
-        return False
-
-
-def _label_str(v: object) -> str:
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars
-        return _label_str(v.item())
-    return str(v)
-
-
-def _records_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, object]]]:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
-            if header is None:
-                return [], []
-            rows: list[dict[str, object]] = []
-            for n, row in enumerate(reader, start=1):
-                if not row:
-                    continue
-                if len(row) > len(header):
-                    raise LLMEmbedError(
-                        f"{path}: data row {n} has {len(row)} fields but the header has "
-                        f"{len(header)}; quote fields that contain {delimiter!r}"
-                    )
-                # a short row leaves its last columns missing
-                rows.append(dict(zip(header, row[: len(header)], strict=False)))
-    except UnicodeDecodeError as e:
-        raise LLMEmbedError(f"{path}: not valid UTF-8 ({e}); save it as UTF-8") from e
-    return header, rows
-
-
-def _records_json(path: Path, lines: bool) -> tuple[list[str], list[dict[str, object]]]:
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LLMEmbedError(f"{path}: not valid UTF-8 ({e})") from e
-    records: list[object] = []
-    try:
-        if lines:
-            for ln, line in enumerate(raw.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise LLMEmbedError(f"{path}: line {ln} is not valid JSON ({e})") from e
-        else:
-            obj = json.loads(raw)
-            if not isinstance(obj, list):
-                raise LLMEmbedError(
-                    f"{path}: expected a JSON list of records ([{{...}}, ...]), got "
-                    f"{type(obj).__name__}; use .jsonl for one record per line"
-                )
-            records = obj
-    except json.JSONDecodeError as e:
-        raise LLMEmbedError(f"{path}: not valid JSON ({e})") from e
-    columns: dict[str, None] = {}
-    for n, rec in enumerate(records, start=1):
-        if not isinstance(rec, dict):
-            raise LLMEmbedError(f"{path}: record {n} is a {type(rec).__name__}, not an object")
-        for k in rec:
-            columns.setdefault(str(k), None)
-    return list(columns), records  # type: ignore[return-value]
-
-
-def _records_parquet(path: Path) -> tuple[list[str], list[dict[str, object]]]:
-    try:
-        import pandas as pd
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise LLMEmbedError(
-            "reading .parquet needs pandas and pyarrow: pip install 'llmembed[parquet]' pandas"
-        ) from e
-    try:
-        df = pd.read_parquet(path)
-    except ImportError as e:  # pragma: no cover
-        raise LLMEmbedError(f"reading {path} needs pyarrow: pip install pyarrow") from e
-    except Exception as e:
-        raise LLMEmbedError(f"{path}: could not read Parquet ({e})") from e
-    cols = [str(c) for c in df.columns]
-    df.columns = cols
-    return cols, df.to_dict(orient="records")
-
-
-def read_table(
-    path: str | os.PathLike, text_col: str = "text", label_col: str | None = None
-) -> tuple[list[str], list[str] | None]:
-    """Read texts (and labels, if ``label_col``) from the user's own CSV, TSV, JSONL/NDJSON,
-    JSON (a list of records) or Parquet file, chosen by extension.
-
-    CSV/TSV are read with Python's csv module (header row, standard ``"`` quoting, UTF-8); all
-    cells stay strings. Texts are returned as given; labels as strings (``1`` -> ``"1"``).
-    Raises :class:`LLMEmbedError` naming the file, the column or the 1-based data row on problems.
-    """
-    p = Path(path).expanduser()
-    kind = _TABLE_EXTS.get(p.suffix.lower())
-    if kind is None:
-        raise LLMEmbedError(
-            f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; use one of "
-            f"{', '.join(sorted(_TABLE_EXTS))}"
-        )
-    if not p.is_file():
-        raise LLMEmbedError(f"{p}: file not found")
-    if kind in ("csv", "tsv"):
-        columns, records = _records_csv(p, "," if kind == "csv" else "\t")
-    elif kind in ("json", "jsonl"):
-        columns, records = _records_json(p, lines=kind == "jsonl")
-    else:
-        columns, records = _records_parquet(p)
-    if not records:
-        raise LLMEmbedError(f"{p}: no data rows")
-    for col, what in ((text_col, "text"), (label_col, "label")):
-        if col is not None and col not in columns:
-            raise LLMEmbedError(
-                f"{p}: no {what} column {col!r}; available columns: "
-                f"{', '.join(repr(c) for c in columns)}"
-            )
-    texts: list[str] = []
-    labels: list[str] | None = [] if label_col is not None else None
-    for n, rec in enumerate(records, start=1):
-        t = rec.get(text_col)
-        if _is_missing(t):
-            raise LLMEmbedError(f"{p}: data row {n} has no value in text column {text_col!r}")
-        if not isinstance(t, str):
-            raise LLMEmbedError(
-                f"{p}: data row {n}, column {text_col!r}: text must be a string, got "
-                f"{type(t).__name__} {t!r}"
-            )
-        if not t.strip():
-            raise LLMEmbedError(f"{p}: data row {n}, column {text_col!r}: empty text")
-        texts.append(t)
-        if labels is not None:
-            lab = rec.get(label_col)  # type: ignore[arg-type]
-            if _is_missing(lab) or (isinstance(lab, str) and not lab.strip()):
-                raise LLMEmbedError(f"{p}: data row {n} has no label in column {label_col!r}")
-            labels.append(_label_str(lab))
-    return texts, labels
-
-
-def validate_texts(texts: Sequence[object], where: str = "input") -> list[str]:
-    """Check that ``texts`` is a non-empty sequence of non-blank strings; return it as a list.
-
-    Raises :class:`LLMEmbedError` naming ``where`` and the first offending index.
-    """
-    if isinstance(texts, (str, bytes)):
-        raise LLMEmbedError(
-            f"{where}: expected a list of strings, got a single {type(texts).__name__}"
-        )
-    try:
-        items = list(texts)
-    except TypeError as e:
-        raise LLMEmbedError(
-            f"{where}: expected a list of strings, got {type(texts).__name__}"
-        ) from e
-    if not items:
-        raise LLMEmbedError(f"{where}: no texts (empty list)")
-    out: list[str] = []
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise LLMEmbedError(
-                f"{where}: item {i} is a {type(t).__name__} ({t!r:.60}), not a string"
-            )
-        if not t.strip():
-            raise LLMEmbedError(f"{where}: item {i} is empty or whitespace-only")
-        out.append(str(t))
-    return out
