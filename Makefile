@@ -1,4 +1,4 @@
-# llmembed: `make install`, `make test`, `make demo`.
+# llmembed: `make install`, `make test` (the product's and the harness's tests), `make demo`.
 # torch is installed first from its pinned CPU build: a bare `torch` requirement would make pip
 # fetch a multi-GB CUDA build.
 PYTHON ?= python3
@@ -9,6 +9,7 @@ PIP = $(PYTHON) -m pip
 install:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e benchmarks   # the research harness (llmembed-bench), a separate package
 
 models: install
 	llmembed models install minilm-l6 smollm2-135m

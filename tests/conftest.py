@@ -6,103 +6,7 @@ from pathlib import Path
 
 import pytest
 
-WORDS = [
-    "good",
-    "great",
-    "fine",
-    "nice",
-    "love",
-    "happy",
-    "best",
-    "fun",
-    "bad",
-    "awful",
-    "poor",
-    "sad",
-    "hate",
-    "worst",
-    "boring",
-    "dull",
-    "the",
-    "a",
-    "movie",
-    "film",
-    "was",
-    "is",
-    "it",
-    "this",
-    "and",
-    "very",
-    "not",
-    "really",
-    "plot",
-    "acting",
-    "story",
-    "day",
-    "cat",
-    "dog",
-    "market",
-    "stock",
-    "oil",
-    "wheat",
-    "price",
-    "bank",
-    "rate",
-    "trade",
-    "ship",
-]
-
-
-def make_tiny_llama(folder: Path, layers: int = 3) -> Path:
-    """A 3-layer LlamaModel (width 32) with a word-level tokenizer that adds <s> and has no pad."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    LlamaModel(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
-def make_tiny_bert(folder: Path, layers: int = 2) -> Path:
-    """A 2-layer BertModel (width 24, with pooler) and a WordPiece tokenizer."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=24,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=256,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
+from llmembed.testing import WORDS, make_tiny_bert, make_tiny_llama  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +24,11 @@ def _isolated_dirs(tmp_path, monkeypatch):
     """Never touch the user's real caches from tests."""
     monkeypatch.setenv("LLMEMBED_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once at import: set its constant too, so a hub lookup
+    # fails at once instead of timing out on a machine without network.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture

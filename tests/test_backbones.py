@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from llmembed.backbones import Backbone, BackboneSpec, parse_layers, resolve_device, resolve_dtype
-from llmembed.errors import LLMEmbedError
+from llmembed.errors import ConfigError, ExtractionOOMError, LLMEmbedError, ModelLoadError
 from llmembed.pooling import pool
 
 
@@ -26,7 +26,7 @@ def test_parse_layers(spec, expected):
 
 @pytest.mark.parametrize("spec", ["31", "-32", "a:b", "", "3,3", "40:50"])
 def test_parse_layers_errors(spec):
-    with pytest.raises(LLMEmbedError):
+    with pytest.raises(ConfigError):
         parse_layers(spec, 31)
 
 
@@ -143,14 +143,17 @@ def test_fingerprint_depends_on_settings(tiny_llama):
 
 
 def test_unknown_model_says_how_to_get_it(tmp_path):
-    with pytest.raises(LLMEmbedError, match="llmembed models"):
+    with pytest.raises(ModelLoadError, match="llmembed models"):
         Backbone(BackboneSpec(str(tmp_path / "no-such-model")), "cpu").load()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="exists but transformers cannot read it"):
+        Backbone(BackboneSpec(str(tmp_path / "empty")), "cpu").load()
 
 
 def test_cuda_absent_is_clear():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(LLMEmbedError, match="CUDA is not available"):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda")
 
 
@@ -160,9 +163,11 @@ def test_dtype_auto():
 
 
 def test_bad_spec_values():
-    with pytest.raises(LLMEmbedError):
+    with pytest.raises(ConfigError):
         BackboneSpec("x", padding="right")
-    with pytest.raises(LLMEmbedError, match="Unknown backbone setting"):
+    with pytest.raises(ConfigError, match="Unknown pooling"):
+        BackboneSpec("x", pooling="average")
+    with pytest.raises(ConfigError, match="Unknown backbone setting"):
         BackboneSpec.from_dict({"model": "x", "layer": "-1"})
 
 
@@ -182,42 +187,95 @@ def test_several_poolings_in_one_pass(tiny_llama):
         BackboneSpec("x", pooling="pooler,mean")
 
 
-def test_overlapped_tokenization_same_vectors_same_order(tiny_llama):
-    spec = BackboneSpec(str(tiny_llama), layers="1,-1", dtype="float32", token_budget=32)
-    plain = Backbone(spec, "cpu")
-    overlapped = Backbone(spec, "cpu")
-    overlapped.overlap_tokenization, overlapped.overlap_window = True, 4
-    texts = [f"{t} {i % 3 * 'very '}" for i, t in enumerate(TEXTS * 4)]
-    np.testing.assert_allclose(
-        overlapped.embed(texts, progress=False),
-        plain.embed(texts, progress=False),
-        rtol=1e-4,
-        atol=1e-6,
-    )
-
-
-def test_background_iterator_passes_errors_and_stops():
-    from llmembed.backbones import _background
-
-    def items():
-        yield 1
-        yield 2
-        raise ValueError("tokenizer broke")
-
-    got = []
-    with pytest.raises(ValueError, match="tokenizer broke"):
-        for x in _background(items(), depth=1):
-            got.append(x)
-    assert got == [1, 2]
-    endless = _background(iter(range(10**9)), depth=2)
-    assert next(endless) == 0
-    endless.close()  # the producer thread is stopped and joined, not left blocked
-
-
 def test_causal_decoder_runs_without_attention_mask(tiny_llama, tiny_bert):
     """Right padding + causal attention: the mask only matters for pooling."""
-    assert Backbone(BackboneSpec(str(tiny_llama)), "cpu").load()._causal
-    assert not Backbone(BackboneSpec(str(tiny_bert)), "cpu").load()._causal
+    llama = Backbone(BackboneSpec(str(tiny_llama)), "cpu").load()
+    bert = Backbone(BackboneSpec(str(tiny_bert)), "cpu").load()
+    assert llama._causal and llama.is_decoder
+    assert not bert._causal and not bert.is_decoder
+
+
+def test_backbone_and_model_info_agree(tiny_llama, tiny_bert):
+    from llmembed.introspect import model_info
+
+    for folder, hidden_states in ((tiny_llama, 4), (tiny_bert, 3)):
+        bb = Backbone(BackboneSpec(str(folder), layers="all"), "cpu").load()
+        info = model_info(str(folder))
+        assert bb.info == info
+        assert bb.is_decoder == info.is_decoder
+        assert bb.num_hidden_states == info.num_hidden_states == hidden_states
+        assert bb.layer_indices == list(range(hidden_states))
+        assert bb.hidden_size == info.hidden_size
+
+
+def test_fingerprint_formula_is_unchanged(tiny_llama):
+    """The fingerprint keys the on-disk cache: recompute it by hand from its documented parts."""
+    import hashlib
+    import json
+
+    bb = Backbone(BackboneSpec(str(tiny_llama), layers="1,-1", pooling="mean", dtype="float32"))
+    names = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+    tokenizer_files = {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "merges.txt",
+        "vocab.json",
+        "tokenizer.model",
+        "config.json",
+    }
+    manifest = hashlib.sha256()
+    for f in sorted(tiny_llama.rglob("*")):
+        if f.is_file() and (f.suffix in names or f.name in tokenizer_files):
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            manifest.update(f"{f.relative_to(tiny_llama)}:{digest}\n".encode())
+    payload = {
+        "model": manifest.hexdigest(),
+        "spec": {
+            "layers": "1,-1",
+            "pooling": "mean",
+            "max_length": 512,
+            "dtype": "float32",
+            "padding": "longest",
+        },
+        "layers": [1, 3],
+        "dtype": "torch.float32",
+        "version": 1,
+    }
+    want = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    assert bb.fingerprint() == want
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate"),
+    ],
+)
+def test_out_of_memory_is_an_extraction_oom_error(tiny_llama, monkeypatch, error):
+    bb = Backbone(BackboneSpec(str(tiny_llama), layers="-1", dtype="float32"), "cpu").load()
+
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(bb, "_model", explode)
+    with pytest.raises(ExtractionOOMError, match="lower token_budget") as info:
+        bb.embed(TEXTS, progress=False)
+    assert isinstance(info.value, LLMEmbedError) and "max_batch_size" in str(info.value)
+    # other runtime errors are not disguised as memory problems
+    monkeypatch.setattr(bb, "_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="bug"):
+        bb.embed(TEXTS, progress=False)
+
+
+def test_cpu_has_bf16_still_importable_from_backbones():
+    from llmembed import hardware
+    from llmembed.backbones import cpu_has_bf16
+
+    assert cpu_has_bf16 is hardware.cpu_has_bf16
 
 
 def test_iter_embed_yields_every_text_once_matching_embed(tiny_llama):

@@ -117,3 +117,26 @@ def test_real_backbone_cached_equals_uncached(tmp_path, tiny_llama):
     )
     assert cache.embed(bb, texts, progress=False).shape == (3, 2, 32)
     assert cache.last_hits == 3
+
+
+def test_failed_chunk_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    from llmembed import cache as cache_module
+
+    def broken_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a chunk")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_module, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        EmbeddingCache(tmp_path, chunk_size=10).embed(CountingBackbone(), TEXTS, progress=False)
+    assert [p.name for p in (tmp_path / "fp-test").iterdir()] == ["meta.json"]
+
+
+def test_meta_json_is_plain_indented_json(tmp_path):
+    import json
+
+    EmbeddingCache(tmp_path).embed(CountingBackbone(), TEXTS[:2], progress=False)
+    text = (tmp_path / "fp-test" / "meta.json").read_text()
+    meta = json.loads(text)
+    assert text == json.dumps(meta, indent=2) and meta["format"] == "1"

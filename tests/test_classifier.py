@@ -64,7 +64,7 @@ def test_second_fit_uses_cache(fitted, toy_texts):
     calls = []
     original = bb.embed
     bb.embed = lambda t, **kw: calls.append(len(t)) or original(t, **kw)
-    fitted.transform(texts)
+    fitted.embed(texts)
     assert calls == []  # everything came from the cache
 
 

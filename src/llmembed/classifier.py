@@ -1,8 +1,10 @@
-"""LLMEmbedClassifier: the public, scikit-learn-style estimator.
+"""LLMEmbedClassifier: the public estimator, a scikit-learn classifier on raw texts.
 
 fit(texts, labels) extracts (cached) embeddings from the frozen backbones and trains the fusion
 head; predict / predict_proba / score work on raw texts. save(dir) writes the head as safetensors
-and everything else as JSON; load(dir) rebuilds it on any device.
+and everything else as JSON; load(dir) rebuilds it on any device. It follows scikit-learn's
+estimator contract (get_params / set_params / clone, fitted attributes set only by fit and load),
+so it works in GridSearchCV, cross_val_score and as the last step of a Pipeline.
 """
 
 from __future__ import annotations
@@ -12,34 +14,122 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sklearn.exceptions
 import torch
 from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import accuracy_score
 
 from . import __version__
 from .backbones import Backbone, BackboneSpec
 from .cache import EmbeddingCache
-from .errors import LLMEmbedError
+from .errors import ConfigError, DataError, LLMEmbedError, ModelLoadError
+from .files import atomic_path, atomic_write_json
 from .heads import FusionHead, HeadConfig
-from .io import validate_texts
+from .io import validate_labels, validate_texts
 from .metrics import classification_metrics
 from .recipes import Recipe, load_recipe
 from .training import TrainConfig, predict_logits, train_head
 
+if TYPE_CHECKING:
+    from sklearn.utils import Tags
+
+__all__ = ["LLMEmbedClassifier", "NotFittedError"]
+
 CONFIG_NAME = "llmembed.json"
 WEIGHTS_NAME = "head.safetensors"
+NOT_FITTED_MESSAGE = "This classifier is not fitted yet: call fit() or load() first"
 
 
-class LLMEmbedClassifier:
+class NotFittedError(LLMEmbedError, sklearn.exceptions.NotFittedError):
+    """Raised by predict, predict_proba, score, evaluate and save before fit() or load().
+
+    Both an :class:`~llmembed.errors.LLMEmbedError` and scikit-learn's ``NotFittedError``, so
+    ``except LLMEmbedError`` and scikit-learn's own checks both catch it.
+    """
+
+
+def _settings(value: Any, what: str) -> dict[str, Any]:
+    """A head / train parameter as a plain dict of settings (for ``head__<setting>``)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (HeadConfig, TrainConfig)):
+        return value.to_dict()
+    raise ValueError(
+        f"cannot set {what}__<setting>: {what} is {value!r}, not a dict, a config or None"
+    )
+
+
+class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     """Text classifier on frozen multi-layer LLM + encoder embeddings (LLMEmbed, ACL 2024).
 
-    recipe: a shipped recipe name ("cpu", "paper"), a TOML path, or a Recipe.
-    backbones / head / train: override the recipe's parts (lists of BackboneSpec / dicts / model
-        names, HeadConfig or dict, TrainConfig or dict).
-    cache_dir: embedding cache folder (default LLMEMBED_CACHE or the user cache); use_cache=False
-        disables it.
+    A scikit-learn classifier whose input ``X`` is a sequence of raw texts (list, tuple, numpy
+    array or pandas Series of ``str``) and whose labels ``y`` are all strings, all numbers or all
+    booleans; predictions come back of the same kind. Only the small fusion head is trained.
+
+    Parameters
+    ----------
+    recipe : str, path or Recipe, default="cpu"
+        A shipped recipe name ("cpu", "paper"), a path to a ``.toml`` recipe, or a ``Recipe``.
+    backbones : list of BackboneSpec, dict or str, optional
+        Replace the recipe's backbones (a str is a model name with default settings).
+    head : HeadConfig or dict, optional
+        A HeadConfig replaces the recipe's head; a dict overrides some of its settings, e.g.
+        ``{"fusion": "mean"}``. ``set_params(head__fusion="mean")`` changes one setting.
+    train : TrainConfig or dict, optional
+        Like ``head``, for the training settings (``{"max_epochs": 50}``, ``train__lr=1e-3``).
+    cache_dir : str or path, optional
+        Embedding cache folder (default: ``LLMEMBED_CACHE`` or ``~/.cache/llmembed/embeddings``).
+    use_cache : bool, default=True
+        Read and write the embedding cache; False extracts every time.
+    device : str, default="auto"
+        Where the frozen backbones run: "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
+    verbose : bool, default=True
+        Progress bars for extraction and training.
+
+    Parameters are stored as given and checked by ``fit``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The sorted training labels; ``predict_proba`` columns follow this order.
+    recipe_ : Recipe
+        The recipe the model was trained with (parameters applied).
+    head_ : FusionHead
+        The trained head (a torch module, on CPU, in eval mode).
+    history_ : list of dict
+        Per-epoch training loss and validation metrics (empty after ``load``).
+    best_epoch_ : int
+        The epoch whose weights were kept (early stopping on the validation split).
+    val_metrics_ : dict or None
+        Validation metrics of the best epoch (None without a validation split).
+    timings_ : dict of str to float
+        Seconds per stage of ``fit`` ("embed:<model>", "train_head"); later ``predict`` /
+        ``evaluate`` calls update the "embed:<model>" entries with their own extraction time.
+    backbones_ : list of Backbone
+        The frozen backbones of ``recipe_`` (read-only; built on first use, never pickled).
+
+    Raises
+    ------
+    LLMEmbedError
+        ``fit``: invalid texts (not strings, empty or blank), invalid labels (missing, mixed
+        kinds, a length that differs from the texts, a single class), or an invalid recipe or
+        parameter. ``predict`` / ``predict_proba`` / ``score`` / ``evaluate`` / ``embed``:
+        invalid texts; ``score`` / ``evaluate`` also invalid labels. ``load``: a folder that is
+        not a saved model.
+    NotFittedError
+        ``predict``, ``predict_proba``, ``score``, ``evaluate`` and ``save`` before ``fit`` or
+        ``load`` (an ``LLMEmbedError`` and scikit-learn's ``NotFittedError``).
+
+    Examples
+    --------
+    >>> clf = LLMEmbedClassifier(recipe="cpu", train={"max_epochs": 50})  # doctest: +SKIP
+    >>> clf.fit(train_texts, train_labels).predict(["Oil prices rose."])  # doctest: +SKIP
     """
 
     def __init__(
@@ -62,125 +152,242 @@ class LLMEmbedClassifier:
         self.device = device
         self.verbose = verbose
 
+    # -- scikit-learn protocol -----------------------------------------------------------------
+    def __sklearn_tags__(self) -> Tags:
+        """scikit-learn (>= 1.6) tags: a classifier whose X is a sequence of strings."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # X is a sequence of texts, not a numeric matrix
+        tags.input_tags.string = True
+        tags.target_tags.required = True
+        tags.classifier_tags.multi_class = True
+        return tags
+
+    def _more_tags(self) -> dict[str, Any]:
+        """The same tags for scikit-learn < 1.6."""
+        return {"X_types": ["string"], "requires_y": True}
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """True after fit() or load() (what sklearn's check_is_fitted asks)."""
+        return "head_" in self.__dict__
+
+    def set_params(self, **params: Any) -> LLMEmbedClassifier:
+        """Set parameters (as ``__init__`` names them); returns self.
+
+        Besides whole values (``head={"fusion": "mean"}``), ``head__<setting>=value`` and
+        ``train__<setting>=value`` change one setting of ``head`` / ``train`` (the others kept),
+        so ``GridSearchCV(param_grid={"head__fusion": ["cooc", "mean"]})`` works.
+        """
+        plain: dict[str, Any] = {}
+        for key, value in params.items():
+            outer, sep, inner = key.partition("__")
+            if sep and outer in ("head", "train") and inner and "__" not in inner:
+                current = plain[outer] if outer in plain else getattr(self, outer)
+                plain[outer] = {**_settings(current, outer), inner: value}
+            else:
+                plain[key] = value
+        return super().set_params(**plain)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle state: everything but the frozen backbones (rebuilt from recipe_ on use)."""
+        state = dict(super().__getstate__())
+        state.pop("_backbone_pool", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled classifier; its backbones load again on first use."""
+        super().__setstate__(state)
+        if self.__sklearn_is_fitted__():
+            self._backbone_pool = {}
+
     # -- configuration -------------------------------------------------------------------------
     def _resolved_recipe(self) -> Recipe:
-        recipe = self.recipe if isinstance(self.recipe, Recipe) else load_recipe(self.recipe)
+        """The recipe with the parameters applied; sets no attribute."""
+        if isinstance(self.recipe, Recipe):
+            recipe = self.recipe
+        elif isinstance(self.recipe, (str, os.PathLike)):
+            recipe = load_recipe(self.recipe)
+        else:
+            raise ConfigError(
+                f"recipe must be a recipe name, a .toml path or a Recipe, not {self.recipe!r}"
+            )
         specs = recipe.backbones
         if self.backbones is not None:
-            specs = [
-                b
-                if isinstance(b, BackboneSpec)
-                else BackboneSpec(model=b)
-                if isinstance(b, str)
-                else BackboneSpec.from_dict(b)
-                for b in self.backbones
-            ]
-        head = (
-            self.head
-            if isinstance(self.head, HeadConfig)
-            else HeadConfig.from_dict({**recipe.head.to_dict(), **(self.head or {})})
-        )
-        train = (
-            self.train
-            if isinstance(self.train, TrainConfig)
-            else TrainConfig.from_dict({**recipe.train.to_dict(), **(self.train or {})})
-        )
+            if isinstance(self.backbones, (str, bytes, dict)) or not isinstance(
+                self.backbones, Sequence
+            ):
+                raise ConfigError(
+                    f"backbones must be a list of BackboneSpec, dicts or model names, not "
+                    f"{self.backbones!r}"
+                )
+            specs = []
+            for b in self.backbones:
+                if isinstance(b, BackboneSpec):
+                    specs.append(b)
+                elif isinstance(b, str):
+                    specs.append(BackboneSpec(model=b))
+                elif isinstance(b, dict):
+                    specs.append(BackboneSpec.from_dict(b))
+                else:
+                    raise ConfigError(
+                        f"backbones: {b!r} is not a BackboneSpec, a dict or a model name"
+                    )
+            if not specs:
+                raise ConfigError("backbones: the list is empty; give at least one backbone")
+        head = self._config(self.head, "head", HeadConfig, recipe.head)
+        train = self._config(self.train, "train", TrainConfig, recipe.train)
         return Recipe(recipe.name, list(specs), head, train, recipe.description)
 
-    def _backbones(self) -> list[Backbone]:
-        if getattr(self, "backbones_", None) is None:
-            self.backbones_ = [Backbone(s, device=self.device) for s in self.recipe_.backbones]
-        return self.backbones_
+    @staticmethod
+    def _config(value: Any, what: str, kind: type, base: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        if value is None or isinstance(value, dict):
+            return kind.from_dict({**base.to_dict(), **(value or {})})
+        raise ConfigError(
+            f"{what} must be a {kind.__name__}, a dict of settings or None, not {value!r}"
+        )
+
+    def _backbones_for(self, specs: Sequence[BackboneSpec]) -> list[Backbone]:
+        """Backbone objects for specs, kept in a private pool (models load once)."""
+        pool = self.__dict__.setdefault("_backbone_pool", {})
+        out = []
+        for spec in specs:
+            key = (json.dumps(spec.to_dict(), sort_keys=True), str(self.device))
+            if key not in pool:
+                pool[key] = Backbone(spec, device=self.device)
+            out.append(pool[key])
+        return out
+
+    @property
+    def backbones_(self) -> list[Backbone]:
+        """The frozen backbones of the fitted recipe_ (read-only)."""
+        self._check_fitted()
+        return self._backbones_for(self.recipe_.backbones)
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(NOT_FITTED_MESSAGE)
 
     # -- features ------------------------------------------------------------------------------
-    def transform(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Per-backbone embeddings [n, n_layers, width] (from the cache when present)."""
-        if getattr(self, "recipe_", None) is None:
-            self.recipe_ = self._resolved_recipe()
-        texts = validate_texts(texts)
-        timings = self.__dict__.setdefault("timings_", {})
+    def _extract(
+        self, texts: list[str], backbones: list[Backbone], timings: dict[str, float] | None
+    ) -> list[np.ndarray]:
         cache = EmbeddingCache(self.cache_dir) if self.use_cache else None
         out = []
-        for bb in self._backbones():
+        for bb in backbones:
             t0 = time.perf_counter()
             if cache is not None:
                 out.append(cache.embed(bb, texts, progress=self.verbose))
             else:
                 out.append(bb.embed(texts, progress=self.verbose))
-            timings[f"embed:{bb.spec.model}"] = time.perf_counter() - t0
+            if timings is not None:
+                timings[f"embed:{bb.spec.model}"] = time.perf_counter() - t0
         return out
+
+    def embed(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per-backbone embeddings, each [n_texts, n_vectors, width] (from the cache if there).
+
+        Uses the fitted ``recipe_`` once fitted (and records extraction time in ``timings_``),
+        the recipe given by the parameters before; it never makes the classifier look fitted.
+        Raises LLMEmbedError for invalid texts or an invalid recipe.
+        """
+        texts = validate_texts(texts, where="texts")
+        if self.__sklearn_is_fitted__():
+            return self._extract(texts, self.backbones_, self.timings_)
+        recipe = self._resolved_recipe()
+        return self._extract(texts, self._backbones_for(recipe.backbones), None)
 
     # -- estimator API -------------------------------------------------------------------------
     def fit(self, X: Sequence[str], y: Sequence[Any]) -> LLMEmbedClassifier:
-        """Extract embeddings for X and train the head on labels y (strings or ints)."""
-        y_arr = np.asarray(list(y))
-        if len(y_arr) != len(X):
-            raise LLMEmbedError(f"{len(X)} texts but {len(y_arr)} labels")
-        if y_arr.dtype == object:
-            bad = [
-                i
-                for i, v in enumerate(y_arr)
-                if v is None or (isinstance(v, float) and np.isnan(v))
-            ]
-            if bad:
-                raise LLMEmbedError(f"Label at index {bad[0]} is missing")
-        self.classes_, y_idx = np.unique(y_arr, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise LLMEmbedError(
-                f"Training data has a single class ({self.classes_[0]!r}): a classifier needs "
+        """Extract embeddings for the texts X and train the head on labels y; returns self.
+
+        y: one label per text, all strings, all numbers or all booleans (a list, array or
+        pandas Series). Raises LLMEmbedError for invalid texts, labels, recipe or parameters.
+        """
+        if y is None:  # before the texts, so the message is about the missing labels
+            validate_labels(y, 0, where="labels")
+        texts = validate_texts(X, where="texts")
+        y_arr = validate_labels(y, len(texts), where="labels")
+        classes, y_idx = np.unique(y_arr, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(
+                f"Training data has a single class ({classes[0]!r}): a classifier needs "
                 "at least two."
             )
-        self.recipe_ = self._resolved_recipe()
-        self.backbones_ = None
-        self.timings_ = {}
-        features = self.transform(X)
+        recipe = self._resolved_recipe()
+        timings: dict[str, float] = {}
+        features = self._extract(texts, self._backbones_for(recipe.backbones), timings)
         t0 = time.perf_counter()
         result = train_head(
             features,
             y_idx,
-            len(self.classes_),
-            self.recipe_.head,
-            self.recipe_.train,
+            len(classes),
+            recipe.head,
+            recipe.train,
             device="cpu",
             progress=self.verbose,
         )
-        self.timings_["train_head"] = time.perf_counter() - t0
+        timings["train_head"] = time.perf_counter() - t0
+        self.classes_ = classes
+        self.recipe_ = recipe
         self.head_ = result.head
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.val_metrics_ = result.val_metrics
+        self.timings_ = timings
         return self
 
-    def _check_fitted(self) -> None:
-        if getattr(self, "head_", None) is None:
-            raise LLMEmbedError("This classifier is not fitted yet: call fit() or load() first")
-
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        """Class probabilities [n, n_classes], columns in classes_ order."""
+        """Class probabilities [n, n_classes], columns in ``classes_`` order.
+
+        Raises NotFittedError before fit/load, LLMEmbedError for invalid texts.
+        """
         self._check_fitted()
-        feats = [torch.as_tensor(f) for f in self.transform(X)]
+        feats = [torch.as_tensor(f) for f in self.embed(X)]
         return torch.softmax(predict_logits(self.head_, feats), dim=1).numpy()
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
-        """Predicted labels, of the same kind as the training labels."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        """Predicted labels, of the same kind as the training labels (str, int, ...).
 
-    def score(self, X: Sequence[str], y: Sequence[Any]) -> float:
-        """Accuracy, as scikit-learn classifiers define score."""
-        return float(np.mean(self.predict(X) == np.asarray(list(y))))
+        Raises NotFittedError before fit/load, LLMEmbedError for invalid texts.
+        """
+        proba = self.predict_proba(X)  # checks fitted before classes_ is read
+        return self.classes_[proba.argmax(1)]
+
+    def score(
+        self, X: Sequence[str], y: Sequence[Any], sample_weight: Sequence[float] | None = None
+    ) -> float:
+        """Accuracy of predict(X) against y (weighted by sample_weight when given).
+
+        Raises NotFittedError before fit/load, LLMEmbedError for invalid texts or labels.
+        """
+        self._check_fitted()
+        texts = validate_texts(X, where="texts")
+        y_true = validate_labels(y, len(texts), where="labels")
+        return float(accuracy_score(y_true, self.predict(texts), sample_weight=sample_weight))
 
     def evaluate(self, X: Sequence[str], y: Sequence[Any]) -> dict[str, Any]:
-        """accuracy, macro/micro-F1, positive-class F1 (binary), per-class report, confusion."""
-        return classification_metrics(list(y), self.predict(X), labels=self.classes_)
+        """accuracy, macro/micro-F1, positive-class F1 (binary), per-class report, confusion.
+
+        Raises NotFittedError before fit/load, LLMEmbedError for invalid texts or labels.
+        """
+        self._check_fitted()
+        texts = validate_texts(X, where="texts")
+        y_true = validate_labels(y, len(texts), where="labels")
+        return classification_metrics(list(y_true), self.predict(texts), labels=self.classes_)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted model to a folder: head.safetensors + llmembed.json (no pickle)."""
+        """Write the fitted model to a folder: head.safetensors + llmembed.json (no pickle).
+
+        Raises NotFittedError before fit/load.
+        """
         self._check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME))
+        with atomic_path(path / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
         config = {
             "llmembed_version": __version__,
             "recipe": self.recipe_.to_dict(),
@@ -189,7 +396,7 @@ class LLMEmbedClassifier:
             "best_epoch": self.best_epoch_,
             "val_metrics": self.val_metrics_,
         }
-        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        atomic_write_json(path / CONFIG_NAME, config, indent=2)
         return path
 
     @classmethod
@@ -201,23 +408,27 @@ class LLMEmbedClassifier:
         use_cache: bool = True,
         verbose: bool = True,
     ) -> LLMEmbedClassifier:
-        """Load a folder written by save(); works on CPU whatever device trained it."""
+        """Load a folder written by save(); works on CPU whatever device trained it.
+
+        Raises ModelLoadError when the folder holds no saved model.
+        """
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
-            raise LLMEmbedError(f"{path} is not a saved llmembed model (no {CONFIG_NAME})")
+            raise ModelLoadError(f"{path} is not a saved llmembed model (no {CONFIG_NAME})")
         config = json.loads((path / CONFIG_NAME).read_text())
         recipe = Recipe.from_dict(config["recipe"])
+        classes = np.asarray(config["classes"])
+        head = FusionHead([tuple(s) for s in config["shapes"]], len(classes), recipe.head)
+        head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device="cpu"))
         clf = cls(
             recipe=recipe, cache_dir=cache_dir, use_cache=use_cache, device=device, verbose=verbose
         )
+        clf._backbone_pool = {}
+        clf.classes_ = classes
         clf.recipe_ = recipe
-        clf.backbones_ = None
-        clf.classes_ = np.asarray(config["classes"])
-        head = FusionHead([tuple(s) for s in config["shapes"]], len(clf.classes_), recipe.head)
-        head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device="cpu"))
         clf.head_ = head.eval()
+        clf.history_ = []
         clf.best_epoch_ = config.get("best_epoch")
         clf.val_metrics_ = config.get("val_metrics")
-        clf.history_ = []
         clf.timings_ = {}
         return clf

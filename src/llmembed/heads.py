@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import LLMEmbedError
+from .errors import ConfigError
 
 FUSIONS = ("cooc", "mean", "max", "concat")
 
@@ -33,6 +33,9 @@ class HeadConfig:
     standardize: z-score every input dimension with training statistics (not in the paper; it
         tames the huge activations of small decoders).
     double_softmax: the published code's softmax before CrossEntropyLoss (kept for ablations).
+
+    Raises:
+        ConfigError: an unknown fusion or a non-positive proj_dim.
     """
 
     fusion: str = "cooc"
@@ -47,16 +50,21 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
-            raise LLMEmbedError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
+            raise ConfigError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
         if self.proj_dim < 1:
-            raise LLMEmbedError("proj_dim must be positive")
+            raise ConfigError("proj_dim must be positive")
         self.hidden = [int(h) for h in self.hidden]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
+        """Build from a recipe's ``[head]`` table.
+
+        Raises:
+            ConfigError: an unknown key or a bad value.
+        """
         known = {f.name for f in fields(cls)}
         if set(data) - known:
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"Unknown head setting(s) {sorted(set(data) - known)}; known: {sorted(known)}"
             )
         return cls(**data)
@@ -69,6 +77,7 @@ class HeadConfig:
         return [self.mean_of] if isinstance(self.mean_of, int) else list(self.mean_of)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (a recipe's ``[head]`` table)."""
         return asdict(self)
 
 
@@ -79,7 +88,11 @@ def cooccurrence(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class FusionHead(nn.Module):
-    """Classifier over several backbones' outputs; shapes[i] = (n_vectors, width) of backbone i."""
+    """Classifier over several backbones' outputs; shapes[i] = (n_vectors, width) of backbone i.
+
+    Raises:
+        ConfigError: ``config.mean_of`` names a backbone that is not there.
+    """
 
     def __init__(
         self, shapes: list[tuple[int, int]], n_classes: int, config: HeadConfig | None = None
@@ -88,7 +101,7 @@ class FusionHead(nn.Module):
         self.config = config = config or HeadConfig()
         self.shapes = [(int(n), int(w)) for n, w in shapes]
         if any(not 0 <= i < len(self.shapes) for i in config.mean_indices):
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"mean_of={config.mean_of} but there are {len(self.shapes)} backbones"
             )
         d = config.proj_dim
@@ -126,9 +139,13 @@ class FusionHead(nn.Module):
             )
 
     def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """The features the MLP sees: fused projected vectors (+ raw mean of one backbone)."""
+        """The features the MLP sees: fused projected vectors (+ raw mean of one backbone).
+
+        Raises:
+            ConfigError: not one feature array per backbone.
+        """
         if len(features) != len(self.shapes):
-            raise LLMEmbedError(f"Head expects {len(self.shapes)} backbones, got {len(features)}")
+            raise ConfigError(f"Head expects {len(self.shapes)} backbones, got {len(features)}")
         cfg = self.config
         if cfg.standardize:
             features = [
@@ -166,4 +183,5 @@ class FusionHead(nn.Module):
         return nn.functional.cross_entropy(logits, target, weight=weight)
 
     def n_parameters(self) -> int:
+        """Number of parameters (weights and biases; the standardization buffers excluded)."""
         return sum(p.numel() for p in self.parameters())

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
-import math
+import numbers
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import LLMEmbedError
+import numpy as np
 
-__all__ = ["read_table", "validate_texts"]
+from .errors import DataError
+
+__all__ = ["read_table", "validate_labels", "validate_texts"]
 
 
 _TABLE_EXTS = {
@@ -30,13 +33,15 @@ _TABLE_EXTS = {
 
 
 def _is_missing(v: object) -> bool:
+    """None, NaN of any float type, pandas NA / NaT, or numpy NaT."""
     if v is None:
         return True
-    if isinstance(v, float) and math.isnan(v):
+    pd = sys.modules.get("pandas")  # pandas.NA / NaT without importing pandas here
+    if pd is not None and (v is pd.NA or v is pd.NaT):
         return True
-    try:  # pandas.NA / NaT without importing pandas here
-        return bool(v != v)
-    except (TypeError, ValueError):
+    try:
+        return bool(v != v)  # NaN, NaT
+    except (TypeError, ValueError):  # arrays, or objects whose != is not a bool
         return False
 
 
@@ -62,14 +67,14 @@ def _records_csv(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, 
                 if not row:
                     continue
                 if len(row) > len(header):
-                    raise LLMEmbedError(
+                    raise DataError(
                         f"{path}: data row {n} has {len(row)} fields but the header has "
                         f"{len(header)}; quote fields that contain {delimiter!r}"
                     )
                 # a short row leaves its last columns missing
                 rows.append(dict(zip(header, row[: len(header)], strict=False)))
     except UnicodeDecodeError as e:
-        raise LLMEmbedError(f"{path}: not valid UTF-8 ({e}); save it as UTF-8") from e
+        raise DataError(f"{path}: not valid UTF-8 ({e}); save it as UTF-8") from e
     return header, rows
 
 
@@ -77,7 +82,7 @@ def _records_json(path: Path, lines: bool) -> tuple[list[str], list[dict[str, ob
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise LLMEmbedError(f"{path}: not valid UTF-8 ({e})") from e
+        raise DataError(f"{path}: not valid UTF-8 ({e})") from e
     records: list[object] = []
     try:
         if lines:
@@ -86,21 +91,21 @@ def _records_json(path: Path, lines: bool) -> tuple[list[str], list[dict[str, ob
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise LLMEmbedError(f"{path}: line {ln} is not valid JSON ({e})") from e
+                        raise DataError(f"{path}: line {ln} is not valid JSON ({e})") from e
         else:
             obj = json.loads(raw)
             if not isinstance(obj, list):
-                raise LLMEmbedError(
+                raise DataError(
                     f"{path}: expected a JSON list of records ([{{...}}, ...]), got "
                     f"{type(obj).__name__}; use .jsonl for one record per line"
                 )
             records = obj
     except json.JSONDecodeError as e:
-        raise LLMEmbedError(f"{path}: not valid JSON ({e})") from e
+        raise DataError(f"{path}: not valid JSON ({e})") from e
     columns: dict[str, None] = {}
     for n, rec in enumerate(records, start=1):
         if not isinstance(rec, dict):
-            raise LLMEmbedError(f"{path}: record {n} is a {type(rec).__name__}, not an object")
+            raise DataError(f"{path}: record {n} is a {type(rec).__name__}, not an object")
         for k in rec:
             columns.setdefault(str(k), None)
     return list(columns), records  # type: ignore[return-value]
@@ -110,15 +115,15 @@ def _records_parquet(path: Path) -> tuple[list[str], list[dict[str, object]]]:
     try:
         import pandas as pd
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise LLMEmbedError(
+        raise DataError(
             "reading .parquet needs pandas and pyarrow: pip install 'llmembed[parquet]' pandas"
         ) from e
     try:
         df = pd.read_parquet(path)
     except ImportError as e:  # pragma: no cover
-        raise LLMEmbedError(f"reading {path} needs pyarrow: pip install pyarrow") from e
+        raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from e
     except Exception as e:
-        raise LLMEmbedError(f"{path}: could not read Parquet ({e})") from e
+        raise DataError(f"{path}: could not read Parquet ({e})") from e
     cols = [str(c) for c in df.columns]
     df.columns = cols
     return cols, df.to_dict(orient="records")
@@ -137,12 +142,12 @@ def read_table(
     p = Path(path).expanduser()
     kind = _TABLE_EXTS.get(p.suffix.lower())
     if kind is None:
-        raise LLMEmbedError(
+        raise DataError(
             f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; use one of "
             f"{', '.join(sorted(_TABLE_EXTS))}"
         )
     if not p.is_file():
-        raise LLMEmbedError(f"{p}: file not found")
+        raise DataError(f"{p}: file not found")
     if kind in ("csv", "tsv"):
         columns, records = _records_csv(p, "," if kind == "csv" else "\t")
     elif kind in ("json", "jsonl"):
@@ -150,10 +155,10 @@ def read_table(
     else:
         columns, records = _records_parquet(p)
     if not records:
-        raise LLMEmbedError(f"{p}: no data rows")
+        raise DataError(f"{p}: no data rows")
     for col, what in ((text_col, "text"), (label_col, "label")):
         if col is not None and col not in columns:
-            raise LLMEmbedError(
+            raise DataError(
                 f"{p}: no {what} column {col!r}; available columns: "
                 f"{', '.join(repr(c) for c in columns)}"
             )
@@ -162,19 +167,19 @@ def read_table(
     for n, rec in enumerate(records, start=1):
         t = rec.get(text_col)
         if _is_missing(t):
-            raise LLMEmbedError(f"{p}: data row {n} has no value in text column {text_col!r}")
+            raise DataError(f"{p}: data row {n} has no value in text column {text_col!r}")
         if not isinstance(t, str):
-            raise LLMEmbedError(
+            raise DataError(
                 f"{p}: data row {n}, column {text_col!r}: text must be a string, got "
                 f"{type(t).__name__} {t!r}"
             )
         if not t.strip():
-            raise LLMEmbedError(f"{p}: data row {n}, column {text_col!r}: empty text")
+            raise DataError(f"{p}: data row {n}, column {text_col!r}: empty text")
         texts.append(t)
         if labels is not None:
             lab = rec.get(label_col)  # type: ignore[arg-type]
             if _is_missing(lab) or (isinstance(lab, str) and not lab.strip()):
-                raise LLMEmbedError(f"{p}: data row {n} has no label in column {label_col!r}")
+                raise DataError(f"{p}: data row {n} has no label in column {label_col!r}")
             labels.append(_label_str(lab))
     return texts, labels
 
@@ -185,24 +190,99 @@ def validate_texts(texts: Sequence[object], where: str = "input") -> list[str]:
     Raises :class:`LLMEmbedError` naming ``where`` and the first offending index.
     """
     if isinstance(texts, (str, bytes)):
-        raise LLMEmbedError(
+        raise DataError(
             f"{where}: expected a list of strings, got a single {type(texts).__name__}"
         )
     try:
         items = list(texts)
     except TypeError as e:
-        raise LLMEmbedError(
+        raise DataError(
             f"{where}: expected a list of strings, got {type(texts).__name__}"
         ) from e
     if not items:
-        raise LLMEmbedError(f"{where}: no texts (empty list)")
+        raise DataError(f"{where}: no texts (empty list)")
     out: list[str] = []
     for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise LLMEmbedError(
+            raise DataError(
                 f"{where}: item {i} is a {type(t).__name__} ({t!r:.60}), not a string"
             )
         if not t.strip():
-            raise LLMEmbedError(f"{where}: item {i} is empty or whitespace-only")
+            raise DataError(f"{where}: item {i} is empty or whitespace-only")
         out.append(str(t))
     return out
+
+
+def _label_missing(v: object) -> bool:
+    """A missing value (see _is_missing) or a blank string."""
+    return (not v.strip()) if isinstance(v, str) else _is_missing(v)
+
+
+def _label_kind(v: object) -> str | None:
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(v, numbers.Real):  # Python and numpy ints and floats
+        return "number"
+    return None
+
+
+def validate_labels(labels: object, n_texts: int, where: str = "labels") -> np.ndarray:
+    """Check training labels and return them as a 1-D numpy array, values as given.
+
+    ``labels`` is any 1-D sequence (list, tuple, numpy array, pandas Series), one label per
+    text: all strings, all numbers (ints and floats) or all booleans. Strings come back as a
+    ``str`` array, ints as an int array, and so on.
+
+    Raises :class:`LLMEmbedError` naming ``where`` and the first offending row (0-based) for a
+    missing label (None, NaN, ``pd.NA``, ``pd.NaT``, an empty or whitespace-only string), for
+    labels of mixed kinds (``[1, "1"]``) or of another type, for a length that differs from
+    ``n_texts``, and for None or input that is not a 1-D sequence.
+    """
+    if labels is None:
+        raise DataError(
+            f"{where}: this requires y to be passed, but the target y is None; give one label "
+            "per text"
+        )
+    if isinstance(labels, (str, bytes)):
+        raise DataError(
+            f"{where}: expected one label per text, got a single {type(labels).__name__}"
+        )
+    ndim = getattr(labels, "ndim", 1)
+    if ndim != 1:
+        raise DataError(
+            f"{where}: expected a 1-D sequence of labels, got an array of shape "
+            f"{getattr(labels, 'shape', '?')}"
+        )
+    try:
+        items = list(labels)  # type: ignore[call-overload]
+    except TypeError as e:
+        raise DataError(
+            f"{where}: expected a sequence of labels, got {type(labels).__name__}"
+        ) from e
+    if len(items) != n_texts:
+        raise DataError(f"{where}: {n_texts} texts but {len(items)} labels")
+    if not items:
+        raise DataError(f"{where}: no labels (empty list)")
+    first: tuple[str, int, object] | None = None
+    for i, v in enumerate(items):
+        if _label_missing(v):
+            raise DataError(
+                f"{where}: label at row {i} is missing ({v!r}); every text needs a label"
+            )
+        kind = _label_kind(v)
+        if kind is None:
+            raise DataError(
+                f"{where}: label at row {i} is a {type(v).__name__} ({v!r:.60}); labels must "
+                "be strings, numbers or booleans"
+            )
+        if first is None:
+            first = (kind, i, v)
+        elif kind != first[0]:
+            raise DataError(
+                f"{where}: labels must all be strings or all numbers (or all booleans), but "
+                f"row {first[1]} is {type(first[2]).__name__} {first[2]!r} and row {i} is "
+                f"{type(v).__name__} {v!r}"
+            )
+    return np.asarray(items)

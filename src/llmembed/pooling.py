@@ -20,12 +20,16 @@ POOLINGS: dict[str, str] = {
 
 
 def check_pooling(name: str) -> str:
-    """Return `name` if it is a known pooling, else raise with the list of known ones."""
+    """Return `name` if it is a known pooling.
+
+    Raises:
+        ConfigError: an unknown pooling (the message lists the known ones).
+    """
     if name not in POOLINGS:
-        from .errors import LLMEmbedError
+        from .errors import ConfigError
 
         known = ", ".join(POOLINGS)
-        raise LLMEmbedError(f"Unknown pooling {name!r}. Known poolings: {known}.")
+        raise ConfigError(f"Unknown pooling {name!r}. Known poolings: {known}.")
     return name
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .backbones import BackboneSpec
-from .errors import LLMEmbedError
+from .errors import ConfigError
 from .heads import HeadConfig
 from .training import TrainConfig
 
@@ -36,13 +36,18 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str = "custom") -> Recipe:
+        """Build from a parsed recipe (the TOML file as a dict); ``name`` if it has none.
+
+        Raises:
+            ConfigError: an unknown section, no backbone, or a bad backbone / head / train table.
+        """
         known = {"name", "description", "backbones", "head", "train"}
         if set(data) - known:
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"Unknown recipe section(s) {sorted(set(data) - known)}; known: {sorted(known)}"
             )
         if not data.get("backbones"):
-            raise LLMEmbedError("A recipe needs at least one [[backbones]] table")
+            raise ConfigError("A recipe needs at least one [[backbones]] table")
         return cls(
             name=data.get("name", name),
             description=data.get("description", ""),
@@ -52,6 +57,7 @@ class Recipe:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as a plain dict (the TOML file's structure)."""
         return {
             "name": self.name,
             "description": self.description,
@@ -68,16 +74,20 @@ def available_recipes() -> list[str]:
 
 
 def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
-    """A shipped recipe by name, or a TOML file by path."""
+    """A shipped recipe by name, or a TOML file by path.
+
+    Raises:
+        ConfigError: no such recipe or file, invalid TOML, or a bad recipe.
+    """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise LLMEmbedError(f"Recipe file {path} does not exist")
+            raise ConfigError(f"Recipe file {path} does not exist")
         text, name = path.read_text(), path.stem
     else:
         name = str(name_or_path)
         if name not in available_recipes():
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"Unknown recipe {name!r}; shipped recipes: "
                 f"{', '.join(available_recipes())}, or give a .toml path"
             )
@@ -85,5 +95,5 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise LLMEmbedError(f"Recipe {name_or_path}: invalid TOML ({e})") from e
+        raise ConfigError(f"Recipe {name_or_path}: invalid TOML ({e})") from e
     return Recipe.from_dict(data, name=name)

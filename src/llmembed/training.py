@@ -15,7 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from .errors import LLMEmbedError
+from .errors import ConfigError
 from .heads import FusionHead, HeadConfig
 from .metrics import classification_metrics
 
@@ -30,6 +30,9 @@ class TrainConfig:
         (the published protocol, which also sets val_fraction = 0).
     monitor: validation score that picks the best epoch: accuracy, macro_f1 or loss.
     class_weight: None or "balanced" (weights inversely proportional to class frequency).
+
+    Raises:
+        ConfigError: an unknown monitor or class_weight, or val_fraction outside [0, 1).
     """
 
     lr: float = 1e-4
@@ -44,27 +47,36 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
-            raise LLMEmbedError(f"monitor must be one of {MONITORS}, not {self.monitor!r}")
+            raise ConfigError(f"monitor must be one of {MONITORS}, not {self.monitor!r}")
         if self.class_weight not in (None, "balanced"):
-            raise LLMEmbedError("class_weight must be None or 'balanced'")
+            raise ConfigError("class_weight must be None or 'balanced'")
         if not 0 <= self.val_fraction < 1:
-            raise LLMEmbedError("val_fraction must be in [0, 1)")
+            raise ConfigError("val_fraction must be in [0, 1)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a recipe's ``[train]`` table.
+
+        Raises:
+            ConfigError: an unknown key or a bad value.
+        """
         known = {f.name for f in fields(cls)}
         if set(data) - known:
-            raise LLMEmbedError(
+            raise ConfigError(
                 f"Unknown training setting(s) {sorted(set(data) - known)}; known: {sorted(known)}"
             )
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (a recipe's ``[train]`` table)."""
         return asdict(self)
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train_head` returns: the trained head (best validation epoch restored), one
+    history record per epoch, the best epoch, its validation metrics and the training time."""
+
     head: FusionHead
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0

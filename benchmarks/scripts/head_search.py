@@ -1,13 +1,13 @@
 """Choose the CPU default recipe's SmolLM2 layers and head training by validation score.
 
-Runs on the features `llmembed reproduce` has already cached (its superset extraction holds
+Runs on the features `llmembed-bench reproduce` has already cached (its superset extraction holds
 SmolLM2-135M layers 0,3,4,6,8,9,12,15,16,18,21,24,26-30 with mean pooling, and the encoders' last
 layer), so every candidate only trains a head. Each candidate is trained on the training split of
 seed s minus a stratified 10% validation split and scored on that validation split: test is never
 looked at. The winner is the best mean validation accuracy over datasets and seeds.
 
-    LLMEMBED_DATA=../shared/datasets python benchmarks/head_search.py --datasets mr,agnews,r8 \
-        --seeds 2 -o docs/head_search.json
+    LLMEMBED_DATA=../shared/datasets python benchmarks/scripts/head_search.py \
+        --datasets mr,agnews,r8 --seeds 2 -o docs/head_search.json
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 from llmembed.cache import default_cache_dir
 from llmembed.heads import HeadConfig
 from llmembed.recipes import load_recipe
-from llmembed.reproduce import FeatureStore, load_task
 from llmembed.training import TrainConfig, train_head
+from llmembed_bench.features import FeatureStore
+from llmembed_bench.tasks import load_task
 
 
 def candidates() -> list[tuple[str, list[dict], dict, dict]]:

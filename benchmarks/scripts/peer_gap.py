@@ -1,13 +1,14 @@
 """Diagnostic: what would close ours' gap to the best peer (logistic regression on
 all-mpnet-base-v2)?
 
-Trains on the features `llmembed reproduce` has cached (no extraction) and reports TEST accuracy
-for each seed, next to the benchmark records. This is a diagnostic of the published table, not a
-way to choose the recipe: candidates are chosen on validation (benchmarks/head_search.py).
+Trains on the features `llmembed-bench reproduce` has cached (no extraction) and reports TEST
+accuracy for each seed, next to the benchmark records. This is a diagnostic of the published
+table, not a way to choose the recipe: candidates are chosen on validation
+(benchmarks/scripts/head_search.py).
 
-    LLMEMBED_DATA=../shared/datasets OMP_NUM_THREADS=1 python benchmarks/peer_gap.py \
+    LLMEMBED_DATA=../shared/datasets OMP_NUM_THREADS=1 python benchmarks/scripts/peer_gap.py \
         --datasets r8,r52 --variants mpnet384 -o docs/head_search/reuters_gap_test.json
-    LLMEMBED_DATA=../shared/datasets OMP_NUM_THREADS=1 python benchmarks/peer_gap.py \
+    LLMEMBED_DATA=../shared/datasets OMP_NUM_THREADS=1 python benchmarks/scripts/peer_gap.py \
         --datasets mr,agnews,r8,r52,sst2 --variants linear -o docs/head_search/linear_head_test.json
 
 It first prints, from the records, what choosing among ours and the ablations on validation
@@ -35,8 +36,11 @@ from sklearn.preprocessing import StandardScaler
 
 from llmembed.cache import default_cache_dir
 from llmembed.recipes import load_recipe
-from llmembed.reproduce import FeatureStore, _choose_and_fit, load_records, load_task
 from llmembed.training import predict_logits, train_head
+from llmembed_bench.features import FeatureStore
+from llmembed_bench.peers import choose_and_fit
+from llmembed_bench.records import load_records
+from llmembed_bench.tasks import load_task
 
 LINEAR_C = (0.01, 0.1, 1.0)  # the peers' LR_C without 10, to keep the diagnostic short
 
@@ -58,7 +62,7 @@ def linear_concat(store, task, recipe, tr, te, seed) -> tuple[float, float]:
     x = np.concatenate(
         [store.get(s).reshape(len(task.texts), -1) for s in recipe.backbones], axis=1
     ).astype(np.float32)
-    model, _, _, val_acc, *_ = _choose_and_fit(
+    model, _, _, val_acc, *_ = choose_and_fit(
         lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)),
         x[tr],
         task.y[tr],

@@ -23,9 +23,8 @@ Methods:
              the texts (every batch is batch x max_length tokens), so it is timed on whole
              batches from the start of the same texts until --published-seconds have passed.
 
-    python benchmarks/throughput.py            # full run (~8 min on 2 cores)
-    python benchmarks/throughput.py --quick    # smoke run (~1 min)
-    llmembed bench extract [--quick]           # the same
+    llmembed-bench extract            # full run (~8 min on 2 cores)
+    llmembed-bench extract --quick    # smoke run (~1 min)
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import random
 import shlex
 import sys
@@ -48,9 +46,11 @@ from typing import Any
 
 import torch
 
-from llmembed.backbones import Backbone, BackboneSpec, cpu_has_bf16
+from llmembed.backbones import Backbone, BackboneSpec
 from llmembed.datasets import load_benchmark
 from llmembed.recipes import load_recipe
+
+from .environment import machine_info
 
 MODELS = ("minilm-l6", "mpnet-base", "smollm2-135m")
 METHODS = ("ours", "st", "published")
@@ -123,7 +123,7 @@ def nonembedding_params(model: torch.nn.Module) -> int:
 
 
 def block_params(bb: Backbone) -> list[int]:
-    return [sum(p.numel() for p in blk.parameters()) for blk in bb._block_list]
+    return [sum(p.numel() for p in blk.parameters()) for blk in bb.blocks]
 
 
 @dataclass
@@ -168,7 +168,7 @@ def run_ours(spec: BackboneSpec, texts: list[str], ds: str) -> tuple[Result, Bac
         res.seconds = time.perf_counter() - t
     skipped = block_params(bb)[max(bb.layer_indices) :]
     last = bb.num_hidden_states - 1 in bb.layer_indices
-    res.params_run = nonembedding_params(bb._model) - (0 if last else sum(skipped))
+    res.params_run = nonembedding_params(bb.model) - (0 if last else sum(skipped))
     res.n_texts, res.peak_mb = len(texts), mem.mb
     res.real_tokens = real_tokens(bb.tokenizer, texts, spec.max_length)
     res.dtype = str(bb.dtype).replace("torch.", "")
@@ -273,7 +273,7 @@ def run_model(
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; known: {', '.join(METHODS)}")
     ours, bb = run_ours(spec, texts, ds)  # always run: it gives the parameter and token counts
-    full, layers, folder = nonembedding_params(bb._model), list(bb.layer_indices), bb.reference
+    full, layers, folder = nonembedding_params(bb.model), list(bb.layer_indices), bb.reference
     del bb
     out = [ours] if "ours" in methods else []
     if "st" in methods:
@@ -337,7 +337,7 @@ def profile_ours(spec: BackboneSpec, texts: list[str]) -> dict[str, float]:
     bb = Backbone(spec, device="cpu").load()
     bb.embed(texts[:16], progress=False)
     t_tok = time.perf_counter()
-    bb._tokenize(list(texts))
+    bb.tokenize(list(texts))
     tokenize = time.perf_counter() - t_tok
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t = time.perf_counter()
@@ -398,18 +398,8 @@ def end_to_end(n_train: int | None, recipe: str = "cpu", seed: int = 0) -> dict[
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "bf16_cpu": cpu_has_bf16(),
-        "python": platform.python_version(),
+        **machine_info(),
         "torch": torch.__version__,
         "load_average_at_start": os.getloadavg(),
     }
@@ -534,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "profiles": profiles,
         "end_to_end": e2e,
-        "command": shlex.join(["python", "benchmarks/throughput.py", *raw]),
+        "command": shlex.join(["llmembed-bench", "extract", *raw]),
         "machine": info,
         "bf16_matmul_peak_gflops": peak,
         "fp32_matmul_peak_gflops": peak32,

@@ -1,4 +1,4 @@
-"""`llmembed reproduce`: records, resume, report, and hyperparameters chosen on validation only.
+"""`llmembed-bench reproduce`: records, resume, report, hyperparameters chosen on validation only.
 
 Tiny random models and a synthetic dataset: offline and fast.
 """
@@ -11,18 +11,28 @@ import random
 import numpy as np
 import pytest
 
-from llmembed import reproduce as rp
+from llmembed import LLMEmbedError, load_recipe
 from llmembed.backbones import Backbone, BackboneSpec
 from llmembed.heads import HeadConfig
 from llmembed.recipes import Recipe
-from llmembed.training import TrainConfig
+from llmembed.training import TrainConfig, split_validation
+from llmembed_bench import methods, peers, runner
+from llmembed_bench.base import Method
+from llmembed_bench.features import FeatureStore
+from llmembed_bench.methods import build_methods, select_methods
+from llmembed_bench.peers import SETFIT_BATCH, choose_on_validation, setfit_budget, tfidf_svm
+from llmembed_bench.records import load_records, record_path
+from llmembed_bench.report import aggregate, coverage_lines, write_report
+from llmembed_bench.runner import run
+from llmembed_bench.settings import DEFAULT_DATASETS, SVM_C, VAL_FRACTION
+from llmembed_bench.tasks import Task
 
 POS = ["good", "great", "fine", "nice", "love", "happy", "best", "fun"]
 NEG = ["bad", "awful", "poor", "sad", "hate", "worst", "boring", "dull"]
 FILL = ["the", "a", "movie", "film", "was", "is", "it", "this", "and", "very", "plot", "story"]
 
 
-def toy_task(name: str = "toy", n_train: int = 60, n_test: int = 30, seed: int = 0) -> rp.Task:
+def toy_task(name: str = "toy", n_train: int = 60, n_test: int = 30, seed: int = 0) -> Task:
     rng = random.Random(seed)
     texts, labels = [], []
     for i in range(n_train + n_test):
@@ -31,7 +41,7 @@ def toy_task(name: str = "toy", n_train: int = 60, n_test: int = 30, seed: int =
         words.insert(rng.randint(0, len(words)), rng.choice(POS if label else NEG))
         texts.append(" ".join(words) + f" {'it' * (1 + i % 3)}")
         labels.append(label)
-    return rp.Task(
+    return Task(
         name, "official", texts, np.array(labels), ["negative", "positive"], n_train=n_train
     )
 
@@ -62,7 +72,7 @@ def _one_thread():
 
 def small_paper() -> Recipe:
     """The shipped `paper` recipe's settings, shrunk to tiny widths and few epochs."""
-    paper = rp.load_recipe("paper")
+    paper = load_recipe("paper")
     head = HeadConfig.from_dict({**paper.head.to_dict(), "proj_dim": 8, "hidden": [8]})
     train = TrainConfig.from_dict({**paper.train.to_dict(), "max_epochs": 3})
     return Recipe("paper-small", paper.backbones, head, train)
@@ -75,7 +85,7 @@ def _run(tmp_path, recipe, methods, seeds=2, **kw):
     )
     kw.setdefault("paper", small_paper())
     kw.setdefault("report", False)  # plots are slow; test_report_from_records makes them
-    return rp.run(
+    return run(
         datasets=["toy"],
         methods=methods,
         seeds=seeds,
@@ -93,7 +103,7 @@ def _run(tmp_path, recipe, methods, seeds=2, **kw):
 def test_records_written_skipped_and_forced(tmp_path, recipe):
     written = _run(tmp_path, recipe, ["llmembed", "tfidf-svm"])
     assert len(written) == 4
-    path = rp.record_path(tmp_path / "results", "toy", "llmembed", 1)
+    path = record_path(tmp_path / "results", "toy", "llmembed", 1)
     rec = json.loads(path.read_text())
     for key in (
         "dataset",
@@ -118,8 +128,8 @@ def test_records_written_skipped_and_forced(tmp_path, recipe):
     assert rec["trainable_params"] > 0 and rec["frozen_params"] > 0
     assert rec["machine"]["cores"] and rec["packages"]["torch"]
     assert rec["extract_seconds"] > 0 and rec["hyperparameters"]["train"]["seed"] == 1
-    svm = json.loads(rp.record_path(tmp_path / "results", "toy", "tfidf-svm", 0).read_text())
-    assert svm["frozen_params"] == 0 and svm["hyperparameters"]["C"] in rp.SVM_C
+    svm = json.loads(record_path(tmp_path / "results", "toy", "tfidf-svm", 0).read_text())
+    assert svm["frozen_params"] == 0 and svm["hyperparameters"]["C"] in SVM_C
 
     mtime = path.stat().st_mtime_ns
     assert _run(tmp_path, recipe, ["llmembed", "tfidf-svm"]) == []  # all present: skipped
@@ -130,7 +140,7 @@ def test_records_written_skipped_and_forced(tmp_path, recipe):
 
 def test_resume_after_interruption(tmp_path, recipe, monkeypatch):
     calls = {"n": 0}
-    original = rp._tfidf_svm
+    original = tfidf_svm
 
     def flaky(ctx, tr, te, seed):
         calls["n"] += 1
@@ -138,7 +148,7 @@ def test_resume_after_interruption(tmp_path, recipe, monkeypatch):
             raise KeyboardInterrupt
         return original(ctx, tr, te, seed)
 
-    monkeypatch.setattr(rp, "_tfidf_svm", flaky)
+    monkeypatch.setattr(methods, "tfidf_svm", flaky)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, recipe, ["tfidf-svm"], seeds=3)
     runs = tmp_path / "results" / "runs" / "toy" / "tfidf-svm"
@@ -155,7 +165,7 @@ def test_report_from_records(tmp_path, recipe):
         ["llmembed", "published-fix1-logits", "llmembed-published", "lr-*", "abl-fusion-mean"],
         seeds=1,
     )
-    out = rp.write_report(tmp_path / "results", tmp_path / "docs")
+    out = write_report(tmp_path / "results", tmp_path / "docs")
     text = out.read_text()
     assert "| LLMEmbed, CPU default recipe (ours) (`llmembed`) |" in text
     assert "`llmembed-published`" in text and "`abl-fusion-mean`" in text
@@ -168,7 +178,7 @@ def test_report_from_records(tmp_path, recipe):
         data = (tmp_path / "docs" / "plots" / png).read_bytes()
         assert data[:4] == b"\x89PNG"
     pub = json.loads(
-        rp.record_path(tmp_path / "results", "toy", "llmembed-published", 0).read_text()
+        record_path(tmp_path / "results", "toy", "llmembed-published", 0).read_text()
     )
     hp = pub["hyperparameters"]
     assert hp["head"]["double_softmax"] and not hp["head"]["standardize"]
@@ -179,7 +189,7 @@ def test_report_from_records(tmp_path, recipe):
     assert pub["metrics"]["n"] == 20 and pub["subset"]["train"] == 40  # the stratified subset
     assert "What each fix is worth" in text and "`published-fix1-logits`" in text
     fix1 = json.loads(
-        rp.record_path(tmp_path / "results", "toy", "published-fix1-logits", 0).read_text()
+        record_path(tmp_path / "results", "toy", "published-fix1-logits", 0).read_text()
     )
     assert not fix1["hyperparameters"]["head"]["double_softmax"]
 
@@ -187,9 +197,9 @@ def test_report_from_records(tmp_path, recipe):
 def test_hyperparameters_chosen_on_validation_only(tmp_path, recipe, monkeypatch):
     """Every grid search sees training indices only, and picks the best validation score."""
     seen = []
-    original = rp.choose_on_validation
+    original = choose_on_validation
 
-    def spy(y, grid, fit_score, seed, fraction=rp.VAL_FRACTION):
+    def spy(y, grid, fit_score, seed, fraction=VAL_FRACTION):
         def wrapped(value, fit_idx, val_idx):
             seen.append((len(y), fit_idx.copy(), val_idx.copy()))
             return fit_score(value, fit_idx, val_idx)
@@ -199,7 +209,7 @@ def test_hyperparameters_chosen_on_validation_only(tmp_path, recipe, monkeypatch
         assert best == next(r["value"] for r in rows if r["val_accuracy"] == score)
         return best, rows, score
 
-    monkeypatch.setattr(rp, "choose_on_validation", spy)
+    monkeypatch.setattr(peers, "choose_on_validation", spy)
     task = toy_task()
     test_texts = set(task.texts[task.n_train :])
     written = _run(tmp_path, recipe, ["tfidf-svm", "lr-*"], seeds=1)
@@ -218,13 +228,13 @@ def test_hyperparameters_chosen_on_validation_only(tmp_path, recipe, monkeypatch
 
 def test_best_layer_probe_uses_validation_split(tmp_path, recipe, monkeypatch):
     calls = []
-    original = rp.split_validation
+    original = split_validation
 
     def spy(y, fraction, seed):
         calls.append(len(y))
         return original(y, fraction, seed)
 
-    monkeypatch.setattr(rp, "split_validation", spy)
+    monkeypatch.setattr(methods, "split_validation", spy)
     (rec,) = _run(tmp_path, recipe, ["abl-alone-tiny-llama-best"], seeds=1)
     assert calls == [60]  # the training split only
     assert rec["hyperparameters"]["layer"] in [
@@ -235,7 +245,7 @@ def test_best_layer_probe_uses_validation_split(tmp_path, recipe, monkeypatch):
 
 def test_feature_store_slices_one_superset(tmp_path, tiny_llama):
     task = toy_task(n_train=10, n_test=4)
-    store = rp.FeatureStore(task, tmp_path / "cache", device="cpu", progress=False)
+    store = FeatureStore(task, tmp_path / "cache", device="cpu", progress=False)
     a = BackboneSpec(str(tiny_llama), layers="1", pooling="mean", max_length=32)
     b = BackboneSpec(str(tiny_llama), layers="-1", pooling="mean", max_length=32)
     store.plan([a, b])
@@ -246,7 +256,7 @@ def test_feature_store_slices_one_superset(tmp_path, tiny_llama):
     direct = Backbone(a, device="cpu").embed(task.texts, progress=False)
     np.testing.assert_allclose(got, direct, rtol=1e-4, atol=1e-5)
     # A later run that needs fewer layers reuses the cached superset: no new extraction.
-    again = rp.FeatureStore(task, tmp_path / "cache", device="cpu", progress=False)
+    again = FeatureStore(task, tmp_path / "cache", device="cpu", progress=False)
     again.plan([a])
     np.testing.assert_array_equal(again.get(a), got)
     assert len(list((tmp_path / "cache" / "toy").iterdir())) == 1
@@ -265,34 +275,34 @@ def test_cv_task_splits_by_seed():
 
 def test_setfit_budget_caps_pairs():
     # few classes: the subset is sized to the cap (25 texts x 40 pairs = 1,000), no step cap
-    assert rp.setfit_budget(2, 1000) == (25, -1)
-    assert rp.setfit_budget(8, 1000) == (25, -1)
+    assert setfit_budget(2, 1000) == (25, -1)
+    assert setfit_budget(8, 1000) == (25, -1)
     # R52: 2 texts per class make 4,160 pairs, so training stops after 62 batches of 16
-    n_sub, max_steps = rp.setfit_budget(52, 1000)
-    assert n_sub == 104 and max_steps == 62 and max_steps * rp.SETFIT_BATCH <= 1000
+    n_sub, max_steps = setfit_budget(52, 1000)
+    assert n_sub == 104 and max_steps == 62 and max_steps * SETFIT_BATCH <= 1000
 
 
 def test_missing_package_skips_method(tmp_path, recipe, monkeypatch, capsys):
-    original = rp.build_methods
+    original = build_methods
 
     def with_fake(rec):
         return [
             *original(rec),
-            rp.Method("needs-pkg", "peer", "x", lambda c: [], None, ("no_such_pkg_xyz",)),
+            Method("needs-pkg", "peer", "x", lambda c: [], None, ("no_such_pkg_xyz",)),
         ]
 
-    monkeypatch.setattr(rp, "build_methods", with_fake)
+    monkeypatch.setattr(runner, "build_methods", with_fake)
     assert _run(tmp_path, recipe, ["needs-pkg"], seeds=1) == []
     assert "skipping needs-pkg: package(s) no_such_pkg_xyz not installed" in capsys.readouterr().out
 
 
 def test_select_methods_groups_and_errors(recipe):
-    methods = rp.build_methods(recipe)
-    names = [m.name for m in rp.select_methods(methods, ["ours", "peers"])]
+    methods = build_methods(recipe)
+    names = [m.name for m in select_methods(methods, ["ours", "peers"])]
     assert names[0] == "llmembed" and "tfidf-svm" in names and "setfit-minilm" in names
     assert all(not n.startswith("abl-") for n in names)
-    with pytest.raises(rp.LLMEmbedError, match="Unknown method"):
-        rp.select_methods(methods, ["nope"])
+    with pytest.raises(LLMEmbedError, match="Unknown method"):
+        select_methods(methods, ["nope"])
 
 
 def test_recipe_change_makes_records_stale(tmp_path, recipe):
@@ -302,19 +312,19 @@ def test_recipe_change_makes_records_stale(tmp_path, recipe):
     )
     again = _run(tmp_path, changed, ["llmembed", "tfidf-svm"], seeds=1)
     assert [r["method"] for r in again] == ["llmembed"]  # TF-IDF does not use the recipe
-    agg = rp.aggregate(rp.load_records(tmp_path / "results"))
+    agg = aggregate(load_records(tmp_path / "results"))
     assert agg[("toy", "llmembed")]["hyperparameters"][0]["head"]["sigma"] == 1.0
 
 
 def test_coverage_lists_missing_methods_with_cost_hint():
-    methods = rp.build_methods(rp.load_recipe("cpu"))
+    methods = build_methods(load_recipe("cpu"))
     stats = {"n_seeds": 3, "train_seconds": (120.0, 5.0)}
-    agg = {(d, m.name): dict(stats) for d in rp.DEFAULT_DATASETS for m in methods}
+    agg = {(d, m.name): dict(stats) for d in DEFAULT_DATASETS for m in methods}
     for m in methods:
         if m.group == "ablation":
             del agg[("sst2", m.name)]
     agg[("r8", "setfit-minilm")]["n_seeds"] = 1
-    text = "\n".join(rp._coverage_lines(agg))
+    text = "\n".join(coverage_lines(agg))
     n_abl = sum(m.group == "ablation" for m in methods)
     assert f"- SST-2: ablations: all {n_abl}" in text
     # every missing ablation trains one head per seed at ours' measured cost
@@ -324,7 +334,7 @@ def test_coverage_lists_missing_methods_with_cost_hint():
     agg[("r52", "abl-sigma-1")] = {"n_seeds": 1, "train_seconds": (60.0, 0.0)}  # 2 seeds to go
     del agg[("r52", "llmembed")]  # no head time measured: no estimate
     agg[("mr", "abl-sigma-10")]["n_seeds"] = 2
-    text = "\n".join(rp._coverage_lines(agg))
+    text = "\n".join(coverage_lines(agg))
     assert "- MR: `abl-sigma-10` (2/3) (the ablations train 1 heads; ours took 120 s" in text
     assert "- R52: `llmembed`; `abl-sigma-1` (1/3)\n" in text + "\n"
     agg[("r52", "llmembed")] = dict(stats)
@@ -332,4 +342,4 @@ def test_coverage_lists_missing_methods_with_cost_hint():
     agg[("mr", "abl-sigma-10")]["n_seeds"] = 3
     agg[("r8", "setfit-minilm")]["n_seeds"] = 3
     agg.update({("sst2", m.name): dict(stats) for m in methods})
-    assert "Every method has 3 seeds" in "\n".join(rp._coverage_lines(agg))
+    assert "Every method has 3 seeds" in "\n".join(coverage_lines(agg))

@@ -1,25 +1,21 @@
 """Extraction texts/s of a tiny random Llama with and without the embedding cache.
 
-    OMP_NUM_THREADS=1 python benchmarks/cache_throughput.py [--n 5000]
+    OMP_NUM_THREADS=1 python benchmarks/scripts/cache_throughput.py [--n 5000]
 
 Cold cache = every text computed and written; warm cache = the same texts again (zero forward
-passes); no cache = Backbone.embed alone. Builds its model offline (tests/conftest.py helper).
+passes); no cache = Backbone.embed alone. Builds its model offline (llmembed.testing).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from conftest import WORDS, make_tiny_llama  # noqa: E402
-
-from llmembed.backbones import Backbone, BackboneSpec  # noqa: E402
-from llmembed.cache import EmbeddingCache  # noqa: E402
+from llmembed.backbones import Backbone, BackboneSpec
+from llmembed.cache import EmbeddingCache
+from llmembed.testing import WORDS, make_tiny_llama
 
 
 def main() -> None:

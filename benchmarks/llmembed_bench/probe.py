@@ -22,11 +22,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from .backbones import Backbone, BackboneSpec
-from .cache import EmbeddingCache
-from .metrics import classification_metrics
+from llmembed import Backbone, BackboneSpec, EmbeddingCache, classification_metrics
 
 DEFAULT_POOLINGS = ("mean", "mean_no_first", "last")
+RIDGE_ALPHA = 10.0
+
+
+def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray) -> np.ndarray:
+    """Predictions on `x_val` of a standardized ridge classifier fitted on (x_fit, y_fit): the
+    closed-form linear probe (milliseconds per fit) that both the probe command and the
+    best-layer ablation use to score a layer."""
+    clf = make_pipeline(StandardScaler(), RidgeClassifier(alpha=RIDGE_ALPHA))
+    return clf.fit(x_fit, y_fit).predict(x_val)
 
 
 @dataclass
@@ -89,9 +96,8 @@ def probe_layers(
     emb = emb.reshape(len(y), len(backbone.layer_indices), len(poolings), -1)
     cells = [(li, pi) for li in range(emb.shape[1]) for pi in range(len(poolings))]
     for li, pi in tqdm(cells, desc="probe", unit="fit", disable=not progress, leave=False):
-        clf = make_pipeline(StandardScaler(), RidgeClassifier(alpha=10.0))
-        clf.fit(emb[idx_tr, li, pi], y[idx_tr])
-        m = classification_metrics(y[idx_va], clf.predict(emb[idx_va, li, pi]))
+        pred = ridge_probe(emb[idx_tr, li, pi], y[idx_tr], emb[idx_va, li, pi])
+        m = classification_metrics(y[idx_va], pred)
         result.rows.append(
             {
                 "layer": backbone.layer_indices[li],

@@ -1,0 +1,190 @@
+"""Model introspection without loading weights: is it a decoder, how deep, how wide.
+
+:func:`model_info` reads a model's configuration only (``config.json`` of a folder, the metadata
+of a ``.gguf`` file, or the hub's config) and answers with a :class:`ModelInfo`.
+:class:`~llmembed.backbones.Backbone` applies the same :func:`info_from_config` to the config of
+the model it loads, so the two answers cannot disagree.
+
+A model is a *decoder* (causal language model) when its config says ``is_decoder``, when one of
+its architectures is a ``...ForCausalLM``, or when its ``model_type`` is not one of the known
+bidirectional encoders (:data:`ENCODER_TYPES`); a config with ``use_bidirectional_attention``
+(e.g. EmbeddingGemma) is an encoder whatever its type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+
+__all__ = ["ENCODER_TYPES", "ModelInfo", "config_is_decoder", "info_from_config", "model_info"]
+
+ENCODER_TYPES: frozenset[str] = frozenset(
+    {
+        "albert",
+        "bert",
+        "big_bird",
+        "camembert",
+        "data2vec-text",
+        "deberta",
+        "deberta-v2",
+        "distilbert",
+        "electra",
+        "ernie",
+        "funnel",
+        "longformer",
+        "megatron-bert",
+        "mobilebert",
+        "modernbert",
+        "mpnet",
+        "nomic_bert",
+        "roberta",
+        "roformer",
+        "squeezebert",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+    }
+)
+"""``model_type`` values of bidirectional (encoder-only) models."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model's config says about its shape.
+
+    model_type: the config's ``model_type`` (of the text model for multimodal configs).
+    is_decoder: causal language model (see the module docstring for the rule).
+    num_layers: transformer blocks.
+    num_hidden_states: ``num_layers + 1`` (index 0 = the embeddings), the range of layer specs.
+    hidden_size: width of the hidden states.
+    max_positions: ``max_position_embeddings`` (longest input in tokens), None if unknown.
+    """
+
+    model_type: str
+    is_decoder: bool
+    num_layers: int
+    num_hidden_states: int = field(init=False)
+    hidden_size: int
+    max_positions: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_hidden_states", self.num_layers + 1)
+
+
+def _text_config(config: Any) -> Any:
+    """The language model's part of a (possibly multimodal) transformers config."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def config_is_decoder(config: Any) -> bool:
+    """True when a transformers config (or any object with the same attributes) is a decoder.
+
+    The rule of the module docstring; ``config`` needs ``model_type`` and may have
+    ``architectures``, ``is_decoder``, ``use_bidirectional_attention`` (on it or its text
+    config).
+    """
+    text = _text_config(config)
+    if getattr(text, "use_bidirectional_attention", False) is True:
+        return False
+    if getattr(text, "is_decoder", False) is True or getattr(config, "is_decoder", False) is True:
+        return True
+    architectures = [
+        *(getattr(config, "architectures", None) or []),
+        *(getattr(text, "architectures", None) or []),
+    ]
+    if any(str(a).endswith("ForCausalLM") for a in architectures):
+        return True
+    model_type = getattr(text, "model_type", None) or getattr(config, "model_type", "")
+    return model_type not in ENCODER_TYPES
+
+
+def info_from_config(config: Any) -> ModelInfo:
+    """:class:`ModelInfo` of a loaded transformers config (``AutoConfig`` or ``model.config``).
+
+    Raises:
+        ModelLoadError: the config has no ``num_hidden_layers`` or ``hidden_size``.
+    """
+    text = _text_config(config)
+    try:
+        num_layers = int(text.num_hidden_layers)
+        hidden_size = int(text.hidden_size)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ModelLoadError(
+            f"{type(config).__name__} has no usable num_hidden_layers / hidden_size ({e}); "
+            "multi-layer extraction supports decoder-only and encoder-only transformers models."
+        ) from e
+    max_positions = getattr(text, "max_position_embeddings", None)
+    return ModelInfo(
+        model_type=str(getattr(text, "model_type", None) or getattr(config, "model_type", "")),
+        is_decoder=config_is_decoder(config),
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        max_positions=int(max_positions) if isinstance(max_positions, int) else None,
+    )
+
+
+def _model_not_found(model: str, reference: str, err: Exception) -> ModelLoadError:
+    """The error for a model that transformers could not load, saying how to get it.
+
+    ``model`` is what the user wrote, ``reference`` what it resolved to (zoo folder / hub id).
+    """
+    from . import zoo
+
+    if model in zoo.MODELS:
+        how = (
+            f"'{model}' is a model-zoo name that is not installed and its hub id {reference!r} "
+            f"could not be fetched. Install it offline with: llmembed models install {model}"
+        )
+    elif Path(reference).exists():
+        how = (
+            f"{reference!r} exists but transformers cannot read it as a model "
+            "(a folder needs config.json, tokenizer and weights; a file must be .gguf)"
+        )
+    else:
+        how = (
+            f"{model!r} is not a model-zoo name ({', '.join(zoo.MODELS)}), an existing folder "
+            f"or .gguf file, or a reachable hub id. See: llmembed models list"
+        )
+    return ModelLoadError(f"Could not load model {model!r}: {how}. ({type(err).__name__}: {err})")
+
+
+def _load_config(reference: str) -> Any:
+    from transformers import AutoConfig
+
+    path = Path(reference)
+    if reference.endswith(".gguf") and path.is_file():
+        return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    return AutoConfig.from_pretrained(reference)
+
+
+def model_info(model: str) -> ModelInfo:
+    """Shape of ``model`` read from its configuration only (no weights are loaded).
+
+    ``model`` is anything a backbone spec accepts: a zoo short name (its installed folder, else
+    its hub id), a local folder with ``config.json``, a ``.gguf`` file (its metadata, as
+    transformers reads it) or a hub id (fetched by ``transformers.AutoConfig``, online or from
+    the local hub cache). A zoo model that is neither installed nor reachable on the hub is
+    described from the zoo's registry (``max_positions`` None).
+
+    Raises:
+        ModelLoadError: the model cannot be found, or its config cannot be read or lacks the
+            layer count / width.
+    """
+    from . import zoo
+
+    reference = zoo.resolve(model)
+    try:
+        config = _load_config(reference)
+    except (OSError, ValueError) as e:
+        entry = zoo.MODELS.get(model)
+        if entry is not None and reference == entry.hub_id:
+            return ModelInfo(
+                model_type=entry.model_type,
+                is_decoder=entry.kind == "decoder",
+                num_layers=entry.num_layers,
+                hidden_size=entry.hidden_size,
+            )
+        raise _model_not_found(model, reference, e) from e
+    return info_from_config(config)

@@ -1,0 +1,107 @@
+"""llmembed.introspect: decoder or encoder, depth and width, from the config only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from llmembed import zoo
+from llmembed.errors import ModelLoadError
+from llmembed.introspect import ModelInfo, config_is_decoder, model_info
+
+
+def test_tiny_llama_is_a_decoder(tiny_llama: Path) -> None:
+    info = model_info(str(tiny_llama))
+    assert info == ModelInfo("llama", True, 3, 32, max_positions=256)
+    assert info.num_hidden_states == 4
+
+
+def test_tiny_bert_is_an_encoder(tiny_bert: Path) -> None:
+    info = model_info(str(tiny_bert))
+    assert (info.model_type, info.is_decoder, info.num_layers) == ("bert", False, 2)
+    assert (info.num_hidden_states, info.hidden_size, info.max_positions) == (3, 24, 256)
+
+
+def test_weights_are_not_needed(tiny_bert: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_bert / "config.json").read_text())
+    assert model_info(str(folder)).num_layers == 2
+
+
+def test_gguf_file(tmp_path: Path) -> None:
+    pytest.importorskip("gguf")
+    from tests.test_zoo import _write_tiny_llama_gguf
+
+    path = tmp_path / "tiny.gguf"
+    _write_tiny_llama_gguf(path, hidden=16, layers=2)
+    info = model_info(str(path))
+    assert (info.model_type, info.is_decoder, info.num_layers, info.hidden_size) == (
+        "llama",
+        True,
+        2,
+        16,
+    )
+
+
+def test_zoo_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_bert: Path
+) -> None:
+    monkeypatch.setenv("LLMEMBED_MODELS", str(tmp_path))
+    # not installed and the hub is offline (conftest): the registry answers
+    for name, entry in zoo.MODELS.items():
+        info = model_info(name)
+        assert info.is_decoder == (entry.kind == "decoder")
+        assert (info.num_layers, info.hidden_size) == (entry.num_layers, entry.hidden_size)
+        assert info.model_type == entry.model_type and info.max_positions is None
+    # installed: the folder's config answers
+    folder = tmp_path / "minilm-l6"
+    folder.mkdir()
+    config = json.loads((tiny_bert / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config))
+    data = (folder / "config.json").read_bytes()
+    marker = {
+        "name": "minilm-l6",
+        "files": {"config.json": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
+    }
+    (folder / zoo.MARKER_NAME).write_text(json.dumps(marker))
+    assert model_info("minilm-l6").num_layers == 2
+
+
+def test_unknown_model_is_a_model_load_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="llmembed models list"):
+        model_info(str(tmp_path / "nothing-here"))
+    with pytest.raises(ModelLoadError, match="not a model-zoo name"):
+        model_info("someone/not-on-this-offline-machine")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="exists but"):
+        model_info(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    "config,want",
+    [
+        (SimpleNamespace(model_type="llama", architectures=["LlamaModel"]), True),
+        (SimpleNamespace(model_type="qwen2"), True),  # unknown types are decoders
+        (SimpleNamespace(model_type="bert", architectures=["BertModel"]), False),
+        (SimpleNamespace(model_type="mpnet", architectures=["MPNetForMaskedLM"]), False),
+        (
+            SimpleNamespace(model_type="bert", architectures=["BertLMHeadModel"], is_decoder=True),
+            True,
+        ),
+        (SimpleNamespace(model_type="roberta", architectures=["RobertaForCausalLM"]), True),
+        (SimpleNamespace(model_type="gemma3_text", use_bidirectional_attention=True), False),
+    ],
+)
+def test_decoder_rule(config: SimpleNamespace, want: bool) -> None:
+    assert config_is_decoder(config) is want
+
+
+def test_zoo_registry_follows_the_rule() -> None:
+    for entry in zoo.MODELS.values():
+        config = SimpleNamespace(model_type=entry.model_type, architectures=[entry.architecture])
+        assert config_is_decoder(config) == (entry.kind == "decoder"), entry.name
