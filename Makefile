@@ -15,7 +15,7 @@ models: install
 	llmembed models install minilm-l6 smollm2-135m
 
 lint:
-	ruff check src tests benchmarks
+	ruff check src tests benchmarks conftest.py
 
 test:
 	$(PYTHON) -m pytest -q

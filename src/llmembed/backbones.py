@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import Settings
 from .errors import ConfigError, ExtractionOOMError, ModelLoadError
 from .files import sha256_bytes, sha256_file
 from .hardware import cpu_has_bf16
@@ -51,7 +52,7 @@ _TOKENIZER_FILES = (
 
 
 @dataclass
-class BackboneSpec:
+class BackboneSpec(Settings):
     """What to extract from one frozen model.
 
     model: zoo short name (``llmembed models list``), hub id, local folder or ``.gguf`` file.
@@ -67,6 +68,8 @@ class BackboneSpec:
     Raises:
         ConfigError: an unknown pooling, a bad padding or dtype, or a non-positive size.
     """
+
+    table = "backbone setting"
 
     model: str
     layers: str = "-1"
@@ -99,24 +102,15 @@ class BackboneSpec:
         Raises:
             ConfigError: an unknown key, no ``model``, or a bad value.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(
-                f"Unknown backbone setting(s) {sorted(unknown)}; known: {sorted(known)}"
-            )
         if "model" not in data:
             raise ConfigError("A backbone needs a 'model' (zoo name, hub id, folder or .gguf)")
-        return cls(**data)
+        return super().from_dict(data)
 
     @property
     def poolings(self) -> list[str]:
         """The pooling methods, in order (``pooling`` split at commas)."""
         return [p.strip() for p in self.pooling.split(",")]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as a plain dict (a recipe's ``[[backbones]]`` table)."""
-        return asdict(self)
 
 
 def parse_layers(spec: str, num_hidden_states: int) -> list[int]:

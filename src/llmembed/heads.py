@@ -9,19 +9,19 @@ projected vectors) replace the co-occurrence step for ablations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .config import Settings
 from .errors import ConfigError
 
 FUSIONS = ("cooc", "mean", "max", "concat")
 
 
 @dataclass
-class HeadConfig:
+class HeadConfig(Settings):
     """Head architecture.
 
     fusion: "cooc" (the paper), or "mean" / "max" / "concat" of the projected vectors.
@@ -37,6 +37,8 @@ class HeadConfig:
     Raises:
         ConfigError: an unknown fusion or a non-positive proj_dim.
     """
+
+    table = "head setting"
 
     fusion: str = "cooc"
     proj_dim: int = 1024
@@ -55,19 +57,6 @@ class HeadConfig:
             raise ConfigError("proj_dim must be positive")
         self.hidden = [int(h) for h in self.hidden]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
-        """Build from a recipe's ``[head]`` table.
-
-        Raises:
-            ConfigError: an unknown key or a bad value.
-        """
-        known = {f.name for f in fields(cls)}
-        if set(data) - known:
-            raise ConfigError(
-                f"Unknown head setting(s) {sorted(set(data) - known)}; known: {sorted(known)}"
-            )
-        return cls(**data)
 
     @property
     def mean_indices(self) -> list[int]:
@@ -76,9 +65,6 @@ class HeadConfig:
             return []
         return [self.mean_of] if isinstance(self.mean_of, int) else list(self.mean_of)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict (a recipe's ``[head]`` table)."""
-        return asdict(self)
 
 
 def cooccurrence(x: torch.Tensor, sigma: float) -> torch.Tensor:

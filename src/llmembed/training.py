@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from .config import Settings
 from .errors import ConfigError
 from .heads import FusionHead, HeadConfig
 from .metrics import classification_metrics
@@ -23,7 +24,7 @@ MONITORS = ("accuracy", "macro_f1", "loss")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Training settings.
 
     patience: epochs without validation improvement before stopping; None trains max_epochs
@@ -34,6 +35,8 @@ class TrainConfig:
     Raises:
         ConfigError: an unknown monitor or class_weight, or val_fraction outside [0, 1).
     """
+
+    table = "training setting"
 
     lr: float = 1e-4
     batch_size: int = 64
@@ -53,23 +56,7 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a recipe's ``[train]`` table.
 
-        Raises:
-            ConfigError: an unknown key or a bad value.
-        """
-        known = {f.name for f in fields(cls)}
-        if set(data) - known:
-            raise ConfigError(
-                f"Unknown training setting(s) {sorted(set(data) - known)}; known: {sorted(known)}"
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict (a recipe's ``[train]`` table)."""
-        return asdict(self)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Fixtures of the harness's tests: tiny random models (llmembed.testing), isolated caches."""
+"""Fixtures of both test suites (tests/ and benchmarks/tests/): tiny random models saved to
+disk (llmembed.testing), and caches isolated from the user's, so every test runs offline."""
 
 from __future__ import annotations
 

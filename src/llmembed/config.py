@@ -1,0 +1,38 @@
+"""What every configuration dataclass shares: a recipe table in, a plain dict out.
+
+:class:`~llmembed.backbones.BackboneSpec`, :class:`~llmembed.heads.HeadConfig` and
+:class:`~llmembed.training.TrainConfig` are dataclasses read from a recipe's TOML tables; an
+unknown key there is a typo that must not pass silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any, ClassVar, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T", bound="Settings")
+
+
+class Settings:
+    """Mixin for configuration dataclasses: ``from_dict`` refuses unknown keys, ``to_dict``."""
+
+    table: ClassVar[str] = "setting"  # what an error message calls one key, e.g. "head setting"
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        """Build from a recipe table.
+
+        Raises:
+            ConfigError: an unknown key or a bad value.
+        """
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"Unknown {cls.table}(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (the recipe table they came from)."""
+        return asdict(self)  # type: ignore[call-overload]
