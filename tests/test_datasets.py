@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from llmembed import datasets as data
+from llmembed import formats
 from llmembed.datasets import BENCHMARKS, Dataset, data_dir, load_benchmark
 from llmembed.errors import ConfigError, DataError, LLMEmbedError
 from llmembed.io import read_table, validate_texts
@@ -135,11 +136,11 @@ def test_orange_tab_skips_header_and_empty_row(fake_root: Path) -> None:
 
 def test_orange_tab_rejects_bad_files() -> None:
     with pytest.raises(LLMEmbedError, match="Orange .tab"):
-        data.parse_orange_tab(b"label\ttext\nearn\tx\n", "f.tab")
+        formats.parse_orange_tab(b"label\ttext\nearn\tx\n", "f.tab")
     with pytest.raises(LLMEmbedError, match="empty 4th line"):
-        data.parse_orange_tab(b"Category\tText\nd\tstring\nclass\t\nearn\tx\n", "f.tab")
+        formats.parse_orange_tab(b"Category\tText\nd\tstring\nclass\t\nearn\tx\n", "f.tab")
     with pytest.raises(LLMEmbedError, match="data row 2"):
-        data.parse_orange_tab(_tab([("earn", "x")]) + b"no tab here\n", "f.tab")
+        formats.parse_orange_tab(_tab([("earn", "x")]) + b"no tab here\n", "f.tab")
 
 
 def test_glue_tsv(fake_root: Path) -> None:
@@ -149,12 +150,12 @@ def test_glue_tsv(fake_root: Path) -> None:
     assert ds.test_texts == ["lovely", "dreadful"]
     assert ds.label_names == ["negative", "positive"]
     # QUOTE_NONE: a leading quote is text, not a CSV quote
-    texts, labels = data.parse_glue_tsv(b'sentence\tlabel\n"a" b \t0\n', "t")
+    texts, labels = formats.parse_glue_tsv(b'sentence\tlabel\n"a" b \t0\n', "t")
     assert texts == ['"a" b'] and labels == ["negative"]
     with pytest.raises(LLMEmbedError, match="header"):
-        data.parse_glue_tsv(b"text\tlabel\nx\t0\n", "t")
+        formats.parse_glue_tsv(b"text\tlabel\nx\t0\n", "t")
     with pytest.raises(LLMEmbedError, match="data row 1"):
-        data.parse_glue_tsv(b"sentence\tlabel\nx\t2\n", "t")
+        formats.parse_glue_tsv(b"sentence\tlabel\nx\t2\n", "t")
 
 
 def test_textgcn_mr_cp1252(fake_root: Path) -> None:
@@ -167,7 +168,7 @@ def test_textgcn_mr_cp1252(fake_root: Path) -> None:
     assert ds.test_labels == ["positive", "negative"]
     corpus, split = _mr_files()
     with pytest.raises(LLMEmbedError, match="6 lines but the split file has 5"):
-        data.parse_textgcn(corpus, split.rsplit(b"\n", 1)[0], "mr")
+        formats.parse_textgcn(corpus, split.rsplit(b"\n", 1)[0], "mr")
 
 
 def test_agnews_fallback_protocol(fake_root: Path) -> None:
@@ -196,7 +197,7 @@ def test_agnews_official_when_train_present(fake_root: Path, monkeypatch) -> Non
 
 def test_agnews_rejects_bad_class() -> None:
     with pytest.raises(LLMEmbedError, match="data row 1"):
-        data.parse_agnews_csv(_agnews_csv([(5, "t", "d")]), ["a", "b", "c", "d"], "x.csv")
+        formats.parse_agnews_csv(_agnews_csv([(5, "t", "d")]), ["a", "b", "c", "d"], "x.csv")
 
 
 def test_count_mismatch_is_an_error(fake_root: Path, monkeypatch) -> None:
@@ -207,7 +208,7 @@ def test_count_mismatch_is_an_error(fake_root: Path, monkeypatch) -> None:
 
 def test_file_problems_are_data_errors(fake_root: Path, monkeypatch) -> None:
     with pytest.raises(DataError, match="not an Orange .tab file"):
-        data.parse_orange_tab(b"x\ty\n", "f.tab")
+        formats.parse_orange_tab(b"x\ty\n", "f.tab")
     monkeypatch.setitem(data.EXPECTED_COUNTS, "r8", (5485, 2189, 8))
     with pytest.raises(DataError, match="copy it again") as e:
         load_benchmark("r8", fake_root)
