@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from llmembed import LLMEmbedError, load_recipe
+from llmembed import LLMEmbedClassifier, LLMEmbedError, load_recipe
 from llmembed.backbones import Backbone, BackboneSpec
 from llmembed.heads import HeadConfig
 from llmembed.recipes import Recipe
@@ -136,6 +136,22 @@ def test_records_written_skipped_and_forced(tmp_path, recipe):
     assert path.stat().st_mtime_ns == mtime
     again = _run(tmp_path, recipe, ["llmembed"], seeds=1, force=True)
     assert [(r["method"], r["seed"]) for r in again] == [("llmembed", 0)]
+
+
+def test_ours_is_the_public_classifier(tmp_path, recipe):
+    """The table's "ours" row is LLMEmbedClassifier.fit / predict as a user runs it: the same
+    texts, class names and seed give the same test accuracy outside the harness."""
+    (rec,) = _run(tmp_path, recipe, ["llmembed"], seeds=1)
+    assert rec["hyperparameters"]["api"] == "LLMEmbedClassifier.fit / predict"
+    task = toy_task()
+    tr, te, _ = task.split(0)
+    clf = LLMEmbedClassifier(
+        recipe=recipe, train={"seed": 0}, cache_dir=tmp_path / "own-cache", verbose=False
+    )
+    clf.fit([task.texts[i] for i in tr], [task.classes[i] for i in task.y[tr]])
+    accuracy = clf.score([task.texts[i] for i in te], [task.classes[i] for i in task.y[te]])
+    assert rec["metrics"]["accuracy"] == pytest.approx(accuracy)
+    assert rec["trainable_params"] == clf.head_.n_parameters()
 
 
 def test_resume_after_interruption(tmp_path, recipe, monkeypatch):
