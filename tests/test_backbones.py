@@ -146,8 +146,12 @@ def test_unknown_model_says_how_to_get_it(tmp_path):
     with pytest.raises(ModelLoadError, match="llmembed models"):
         Backbone(BackboneSpec(str(tmp_path / "no-such-model")), "cpu").load()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="exists but transformers cannot read it"):
+    with pytest.raises(ModelLoadError, match="exists but is a folder without config.json"):
         Backbone(BackboneSpec(str(tmp_path / "empty")), "cpu").load()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="exists but transformers cannot read it"):
+        Backbone(BackboneSpec(str(tmp_path / "broken")), "cpu").load()
 
 
 def test_cuda_absent_is_clear():

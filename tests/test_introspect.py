@@ -11,7 +11,13 @@ import pytest
 
 from llmembed import zoo
 from llmembed.errors import ModelLoadError
-from llmembed.introspect import ModelInfo, config_is_decoder, model_info
+from llmembed.introspect import (
+    ModelInfo,
+    check_reference,
+    config_is_decoder,
+    looks_like_hub_id,
+    model_info,
+)
 
 
 def test_tiny_llama_is_a_decoder(tiny_llama: Path) -> None:
@@ -48,9 +54,7 @@ def test_gguf_file(tmp_path: Path) -> None:
     )
 
 
-def test_zoo_names(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_bert: Path
-) -> None:
+def test_zoo_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_bert: Path) -> None:
     monkeypatch.setenv("LLMEMBED_MODELS", str(tmp_path))
     # not installed and the hub is offline (conftest): the registry answers
     for name, entry in zoo.MODELS.items():
@@ -78,8 +82,48 @@ def test_unknown_model_is_a_model_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a model-zoo name"):
         model_info("someone/not-on-this-offline-machine")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="exists but"):
+    with pytest.raises(ModelLoadError, match="exists but is a folder without config.json"):
         model_info(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    "reference,ok",
+    [
+        ("sentence-transformers/all-MiniLM-L6-v2", True),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", True),
+        ("owner/name.v2", True),
+        ("gpt2", True),  # a legacy id without owner, still redirected by the hub
+        ("/abs/path", False),
+        ("./rel/x", False),
+        ("../x", False),
+        ("a/b/c", False),
+        ("a//b", False),
+        ("owner/-name", False),
+        ("owner/na--me", False),
+        ("owner/na..me", False),
+        ("o/" + "x" * 95, False),
+        ("~/models", False),
+        ("owner/näme", False),
+    ],
+)
+def test_hub_id_shape(reference: str, ok: bool) -> None:
+    assert looks_like_hub_id(reference) is ok
+
+
+def test_check_reference_kinds(tiny_llama: Path, tmp_path: Path) -> None:
+    assert check_reference("m", str(tiny_llama)) == "folder"
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert check_reference("m", str(tmp_path / "m.gguf")) == "gguf"
+    assert check_reference("m", "owner/name") == "hub"
+    for bad, why in [
+        (str(tmp_path), "folder without config.json"),
+        ("/", "folder without config.json"),
+        (str(tiny_llama / "config.json"), "not .gguf"),
+        (str(tmp_path / "none.gguf"), "no such .gguf file"),
+        (str(tmp_path / "none"), "not a model-zoo name"),
+    ]:
+        with pytest.raises(ModelLoadError, match=why):
+            check_reference("m", bad)
 
 
 @pytest.mark.parametrize(

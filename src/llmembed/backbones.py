@@ -4,12 +4,23 @@ One forward pass per batch captures every requested layer through forward hooks 
 layer list, pools it at once (so no full hidden-state stack is kept) and stops the pass after the
 deepest requested layer. Batches are length-sorted and sized by a token budget; output order is
 input order.
+
+Thread safety: any number of threads may share one :class:`Backbone` and get exactly the
+results of sequential calls. The hooks are registered once, at load, and do nothing unless the
+calling context has a capture of its own: each forward pass sets its per-call capture state in a
+:class:`contextvars.ContextVar` (per thread, like transformers' own output capturing), so one
+call's hooks never see, pool or stop another call's pass. Forward passes run concurrently (torch
+releases the GIL in its kernels); loading, the fingerprint memo and tokenization are under locks.
+A model folder's own code (``auto_map``) is never run: every transformers call passes
+``trust_remote_code=False``.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +29,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import files
 from .config import Settings
 from .errors import ConfigError, ExtractionOOMError, ModelLoadError
-from .files import sha256_bytes, sha256_file
 from .hardware import cpu_has_bf16
-from .introspect import ModelInfo, _model_not_found, info_from_config
+from .introspect import ModelInfo, _model_not_found, check_reference, info_from_config
 from .pooling import check_pooling, pool
 
 __all__ = [
+    "DEFAULT_MAX_LENGTH",
     "EXTRACTION_VERSION",
     "Backbone",
     "BackboneSpec",
@@ -37,6 +49,9 @@ __all__ = [
 
 # Bump when a change alters the vectors extraction produces, so old cache entries are not reused.
 EXTRACTION_VERSION = 1
+
+DEFAULT_MAX_LENGTH = 512
+"""BackboneSpec's default truncation; lowered to the position limit of a model with fewer."""
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _TOKENIZER_FILES = (
@@ -62,6 +77,10 @@ class BackboneSpec(Settings):
         ("mean_no_first,last"), all computed from the same forward pass; vectors are ordered
         layer-major (layer 1 poolings, layer 2 poolings, ...).
     padding: "longest" (dynamic, per batch) or "max_length" (the published code's fixed padding).
+    max_length: truncation, in tokens. Above the model's position limit
+        (``max_position_embeddings``) it is refused at load, except the default
+        (:data:`DEFAULT_MAX_LENGTH`), which is lowered to the limit (a tiny model with 256
+        positions works with the default spec); the fingerprint keeps the value written.
     token_budget: padded tokens per batch (batches of short texts hold more texts); None picks
         2048 on CPU (small batches stay in cache: measured faster) and 32768 on CUDA.
 
@@ -74,7 +93,7 @@ class BackboneSpec(Settings):
     model: str
     layers: str = "-1"
     pooling: str = "mean"
-    max_length: int = 512
+    max_length: int = DEFAULT_MAX_LENGTH
     dtype: str = "auto"
     padding: str = "longest"
     token_budget: int | None = None
@@ -110,7 +129,6 @@ class BackboneSpec(Settings):
     def poolings(self) -> list[str]:
         """The pooling methods, in order (``pooling`` split at commas)."""
         return [p.strip() for p in self.pooling.split(",")]
-
 
 
 def parse_layers(spec: str, num_hidden_states: int) -> list[int]:
@@ -184,18 +202,23 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _local_identity(ref: str) -> str | None:
-    """Content hash of a local model (weights, config, tokenizer), or None for a hub id."""
+    """Content hash of a local model (weights, config, tokenizer), or None for a hub id.
+
+    Takes a reference already accepted by :func:`llmembed.introspect.check_reference` (a model
+    folder or a .gguf file: anything else must never get here, or a parent folder would have
+    every weight file under it hashed).
+    """
     path = Path(ref)
     if path.is_file():
-        return sha256_file(path)
+        return files.sha256_file(path)
     if not path.is_dir():
         return None
     manifest = "".join(
-        f"{f.relative_to(path)}:{sha256_file(f)}\n"
+        f"{f.relative_to(path)}:{files.sha256_file(f)}\n"
         for f in sorted(path.rglob("*"))
         if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name in _TOKENIZER_FILES)
     )
-    return sha256_bytes(manifest.encode())
+    return files.sha256_bytes(manifest.encode())
 
 
 def _resolve_reference(model: str) -> str:
@@ -227,11 +250,73 @@ class _StopForward(Exception):
     """Raised by a hook once the deepest requested layer is captured: the rest is not computed."""
 
 
+class _Capture:
+    """Per-call capture state of one forward pass: the mask, the poolings, what was pooled.
+
+    mask: [b, t] attention mask of the batch (1 = real token).
+    methods: pooling names, in order.
+    stop_at: hidden-state index after which the pass is stopped (None: run to the end).
+    """
+
+    __slots__ = ("captured", "mask", "methods", "stop_at")
+
+    def __init__(self, mask: torch.Tensor, methods: list[str], stop_at: int | None) -> None:
+        self.mask = mask
+        self.methods = methods
+        self.stop_at = stop_at
+        self.captured: dict[int, torch.Tensor] = {}
+
+    def grab(self, index: int, hidden: Any) -> None:
+        """Pool hidden state ``index`` (a tensor or a tuple whose first item is one).
+
+        Raises:
+            _StopForward: ``index`` is ``stop_at`` (the deepest layer this call needs).
+        """
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        hidden = hidden.float()  # once per layer, whatever the number of poolings
+        self.captured[index] = torch.stack([pool(hidden, self.mask, m) for m in self.methods])
+        if index == self.stop_at:
+            raise _StopForward
+
+
+# The capture of the forward pass running in this context (thread), None outside `_forward`.
+# A ContextVar is per thread, so hooks shared by every thread act only for their own caller.
+_ACTIVE: ContextVar[_Capture | None] = ContextVar("llmembed_active_capture", default=None)
+
+# transformers' logging verbosity is process-wide: loads that change and restore it take turns.
+_LOAD_LOCK = threading.Lock()
+
+
+class _LayerHook:
+    """A forward (pre-)hook registered once at load; pools for the current context's call only.
+
+    index: the hidden-state index this hook sees (0 = input of block 0, a pre-hook with kwargs;
+        i >= 1 = output of block i - 1, a forward hook). A plain class, so a loaded model stays
+    picklable.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, _module: torch.nn.Module, args: tuple, extra: Any) -> None:
+        capture = _ACTIVE.get()
+        if capture is None:  # a forward pass of someone else's (or a direct model call)
+            return None
+        if self.index:  # forward hook: `extra` is the block's output
+            capture.grab(self.index, extra)
+        else:  # pre-hook of block 0: `extra` is its kwargs
+            capture.grab(0, args[0] if args else extra["hidden_states"])
+        return None
+
+
 class Backbone:
     """A frozen model plus what to extract from it. Loaded lazily on first use.
 
     spec: a :class:`BackboneSpec`, a recipe table (dict) or a model name.
     device: "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+
+    Thread-safe: threads sharing one Backbone get exactly the results of sequential calls
+    (see the module docstring); the model is loaded once whichever thread comes first.
 
     Raises:
         ConfigError: a bad spec, or a device that is not available.
@@ -247,43 +332,91 @@ class Backbone:
         self.dtype = resolve_dtype(spec.dtype, self.device)
         self.reference = _resolve_reference(spec.model)
         self.token_budget = spec.token_budget or (32768 if self.device.type == "cuda" else 2048)
+        # Truncation in tokens: spec.max_length, or the model's limit for the default (at load).
+        self.max_length = spec.max_length
         self._model: Any = None
         self._tokenizer: Any = None
         self._layers: list[int] = []
         self._causal = False
         self.info: ModelInfo | None = None
         self._fingerprint: str | None = None
+        self._init_locks()
+
+    def _init_locks(self) -> None:
+        # Re-entrant: fingerprint() holds it and calls load().
+        self._lock = threading.RLock()
+        # Fast tokenizers raise "Already borrowed" when one thread changes their truncation
+        # settings while another encodes; tokenizing is cheap next to the forward pass.
+        self._tokenize_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle state: everything but the locks (new ones are made on unpickling)."""
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state.pop("_tokenize_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled Backbone, with fresh locks."""
+        self.__dict__.update(state)
+        self._init_locks()
 
     # -- loading -------------------------------------------------------------------------------
-    def load(self) -> Backbone:
-        """Load tokenizer and model (frozen, eval mode). Idempotent; returns self.
+    def check_reference(self) -> str:
+        """Refuse a model reference that is not a zoo name, a model folder (with config.json), a
+        .gguf file or a hub id (``owner/name``), before any file is read or hashed.
+
+        Returns: "folder", "gguf" or "hub" (see :func:`llmembed.introspect.check_reference`).
 
         Raises:
-            ModelLoadError: the model cannot be found or loaded, its tokenizer has no pad / eos /
-                unk token, or its transformer blocks cannot be found.
-            ConfigError: pooling "pooler" on a model without a pooler, or a bad layer spec.
+            ModelLoadError: a one-line error naming the reference and what it is instead.
         """
-        if self._model is not None:
+        return check_reference(self.spec.model, self.reference)
+
+    def load(self) -> Backbone:
+        """Load tokenizer and model (frozen, eval mode). Idempotent and thread-safe (several
+        threads calling it at once load the model once); returns self.
+
+        Raises:
+            ModelLoadError: the reference is not a model (:meth:`check_reference`), the model
+                cannot be found or loaded (a model that needs its own code, ``auto_map``,
+                included: that code is never run), its tokenizer has no pad / eos / unk token,
+                or its transformer blocks cannot be found.
+            ConfigError: pooling "pooler" on a model without a pooler, a bad layer spec, or
+                ``max_length`` above the model's position limit.
+        """
+        if self._model is not None:  # published last by _load: everything else is set
             return self
+        with self._lock:
+            if self._model is None:
+                self._load()
+        return self
+
+    def _load(self) -> None:
+        """Load and publish the model; the caller holds ``self._lock``."""
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        kind = self.check_reference()
         ref, kwargs = self.reference, {}
-        if ref.endswith(".gguf") and Path(ref).is_file():
+        if kind == "gguf":
             kwargs["gguf_file"] = Path(ref).name
             ref = str(Path(ref).parent)
-        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # a per-tensor bar for a model loading in a second
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
-            model = AutoModel.from_pretrained(ref, dtype=self.dtype, **kwargs)
-        except (OSError, ValueError) as e:
-            raise _model_not_found(self.spec.model, self.reference, e) from e
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
+        with _LOAD_LOCK:
+            verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()  # a per-tensor bar for a model loading in a second
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False, **kwargs)
+                model = AutoModel.from_pretrained(
+                    ref, dtype=self.dtype, trust_remote_code=False, **kwargs
+                )
+            except (OSError, ValueError) as e:
+                raise _model_not_found(self.spec.model, self.reference, e) from e
+            finally:
+                hf_logging.set_verbosity(verbosity)
+                if bars:
+                    hf_logging.enable_progress_bar()
         if kwargs.get("gguf_file"):
             model = model.to(self.dtype)  # GGUF dequantizes to fp32 whatever dtype says
         if tokenizer.pad_token is None:
@@ -293,21 +426,43 @@ class Backbone:
         tokenizer.padding_side = "right"  # causal models: pads after the text never affect it
         model.eval().requires_grad_(False).to(self.device)
         info = info_from_config(model.config)  # the same answer as introspect.model_info
-        self.num_hidden_states = info.num_hidden_states
-        self.hidden_size = info.hidden_size
+        limit = info.max_positions
+        max_length = self.spec.max_length
+        if limit is not None and max_length > limit and max_length == DEFAULT_MAX_LENGTH:
+            max_length = limit  # the default, not a choice: the model's whole window
+        elif limit is not None and max_length > limit:
+            raise ConfigError(
+                f"{self.spec.model}: max_length={self.spec.max_length} is above the model's "
+                f"position limit of {limit} tokens (max_position_embeddings); use max_length "
+                f"<= {limit}."
+            )
         if self.spec.pooling == "pooler":
             if not hasattr(model, "pooler") or model.pooler is None:
                 raise ConfigError(f"{self.spec.model} has no pooler: choose another pooling")
-            self._layers = [self.num_hidden_states - 1]
+            layers = [info.num_hidden_states - 1]
         else:
-            self._layers = parse_layers(self.spec.layers, self.num_hidden_states)
-        self._block_list = _find_layer_list(model, info.num_layers)
+            layers = parse_layers(self.spec.layers, info.num_hidden_states)
+        blocks = _find_layer_list(model, info.num_layers)
+        self._register_hooks(blocks, layers, info.num_hidden_states - 1)
+        self.num_hidden_states = info.num_hidden_states
+        self.hidden_size = info.hidden_size
+        self._layers = layers
+        self.max_length = max_length
+        self._block_list = blocks
         # The attention mask may be left out only for a decoder whose attention transformers
         # marks causal; a decoder without the marks keeps the mask (slower, same vectors).
-        self._causal = info.is_decoder and _attention_is_causal(self._block_list)
+        self._causal = info.is_decoder and _attention_is_causal(blocks)
         self.info = info
-        self._model, self._tokenizer = model, tokenizer
-        return self
+        self._tokenizer = tokenizer
+        self._model = model  # last: a thread that sees _model sees everything above
+
+    def _register_hooks(self, blocks: torch.nn.ModuleList, layers: list[int], last: int) -> None:
+        """Register, once, the hooks that capture hidden states ``layers`` (all but ``last``,
+        which `_forward` reads from the model's output). They act only inside `_forward`."""
+        if 0 in layers and self.spec.poolings != ["pooler"]:
+            blocks[0].register_forward_pre_hook(_LayerHook(0), with_kwargs=True)
+        for i in sorted(set(layers) - {0, last}):
+            blocks[i - 1].register_forward_hook(_LayerHook(i))
 
     @property
     def layer_indices(self) -> list[int]:
@@ -348,32 +503,42 @@ class Backbone:
         """Identity of what `embed` returns: model content (or hub revision) + settings.
 
         32 hex characters; it keys the on-disk embedding cache. Loads the model (for the layer
-        indices, and for a hub model's resolved commit).
+        indices, and for a hub model's resolved commit). Computed once (under the load lock,
+        so threads asking at once hash the files once).
 
         Raises:
-            ModelLoadError / ConfigError: as :meth:`load`.
+            ModelLoadError: as :meth:`load`; a reference that is not a model is refused before
+                any file is hashed.
+            ConfigError: as :meth:`load`.
         """
-        if self._fingerprint is None:
-            identity = _local_identity(self.reference)
-            if identity is None:  # hub model: its resolved commit, known after loading
-                self.load()
-                commit = getattr(self._model.config, "_commit_hash", None) or "unknown-revision"
-                identity = f"{self.reference}@{commit}"
-            self.load()
-            spec = self.spec.to_dict()
-            spec.pop("token_budget")
-            spec.pop("max_batch_size")
-            spec.pop("model")
-            payload = {
-                "model": identity,
-                "spec": spec,
-                "layers": self._layers,
-                "dtype": str(self.dtype),
-                "version": EXTRACTION_VERSION,
-            }
-            blob = json.dumps(payload, sort_keys=True).encode()
-            self._fingerprint = sha256_bytes(blob)[:32]
+        if self._fingerprint is not None:
+            return self._fingerprint
+        with self._lock:
+            if self._fingerprint is None:
+                self._fingerprint = self._compute_fingerprint()
         return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
+        self.check_reference()  # before any hashing: a parent folder must not be walked
+        identity = _local_identity(self.reference)
+        if identity is None:  # hub model: its resolved commit, known after loading
+            self.load()
+            commit = getattr(self._model.config, "_commit_hash", None) or "unknown-revision"
+            identity = f"{self.reference}@{commit}"
+        self.load()
+        spec = self.spec.to_dict()
+        spec.pop("token_budget")
+        spec.pop("max_batch_size")
+        spec.pop("model")
+        payload = {
+            "model": identity,
+            "spec": spec,
+            "layers": self._layers,
+            "dtype": str(self.dtype),
+            "version": EXTRACTION_VERSION,
+        }
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return files.sha256_bytes(blob)[:32]
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description, stored beside cache entries and saved models."""
@@ -446,10 +611,15 @@ class Backbone:
             yield idx, ids, mask
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to the spec's max_length (special tokens added)."""
-        return self.load()._tokenizer(
-            texts, truncation=True, max_length=self.spec.max_length, add_special_tokens=True
-        )["input_ids"]
+        """Token ids of each text, truncated to the spec's max_length (special tokens added).
+
+        Thread-safe (one tokenization at a time per Backbone).
+        """
+        tokenizer = self.load()._tokenizer
+        with self._tokenize_lock:
+            return tokenizer(
+                texts, truncation=True, max_length=self.max_length, add_special_tokens=True
+            )["input_ids"]
 
     def _batches(self, lengths: list[int]) -> list[np.ndarray]:
         """Longest-first batches whose padded size stays within the token budget."""
@@ -457,14 +627,14 @@ class Backbone:
         fixed = self.spec.padding == "max_length"
         batches, start = [], 0
         while start < len(order):
-            width = self.spec.max_length if fixed else lengths[order[start]]
+            width = self.max_length if fixed else lengths[order[start]]
             size = max(1, min(self.spec.max_batch_size, self.token_budget // max(width, 1)))
             batches.append(order[start : start + size])
             start += size
         return batches
 
     def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = self.spec.max_length if self.spec.padding == "max_length" else max(map(len, seqs))
+        width = self.max_length if self.spec.padding == "max_length" else max(map(len, seqs))
         ids = torch.full((len(seqs), width), self._tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, seq in enumerate(seqs):
@@ -475,13 +645,17 @@ class Backbone:
     def _oom_error(self, what: str, ids: torch.Tensor) -> ExtractionOOMError:
         return ExtractionOOMError(
             f"Out of {what} on a batch of {ids.shape[0]} x {ids.shape[1]} tokens: lower "
-            f"token_budget (now {self.token_budget}) or max_length (now {self.spec.max_length}), "
+            f"token_budget (now {self.token_budget}) or max_length (now {self.max_length}), "
             f"or use smaller batches (max_batch_size, now {self.spec.max_batch_size}). "
             "Cached work is kept."
         )
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One batch -> [b, n_layers * n_poolings, hidden] pooled in float32."""
+        """One batch -> [b, n_layers * n_poolings, hidden] pooled in float32.
+
+        Safe to run in several threads at once: the hooks registered at load pool into this
+        call's own :class:`_Capture`, set for this context (thread) only.
+        """
         if self.device.type == "cuda":  # pinned host memory: asynchronous copies
             ids = ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
@@ -489,37 +663,16 @@ class Backbone:
             ids, mask = ids.to(self.device), mask.to(self.device)
         last = self.num_hidden_states - 1
         wanted = set(self._layers)
-        captured: dict[int, torch.Tensor] = {}
         methods = self.spec.poolings
-        deepest = max(self._layers)
         needs_output = methods == ["pooler"] or last in wanted
-        hooks = []
-
-        def grab(index: int, hidden: Any) -> None:
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-            hidden = hidden.float()  # once per layer, whatever the number of poolings
-            captured[index] = torch.stack([pool(hidden, mask, m) for m in methods])
-            if not needs_output and index == deepest:
-                raise _StopForward
-
-        if 0 in wanted and methods != ["pooler"]:
-            hooks.append(
-                self._block_list[0].register_forward_pre_hook(
-                    lambda _m, args, kwargs: grab(0, args[0] if args else kwargs["hidden_states"]),
-                    with_kwargs=True,
-                )
-            )
-        for i in wanted - {0, last}:
-            hooks.append(
-                self._block_list[i - 1].register_forward_hook(
-                    lambda _m, _a, output, i=i: grab(i, output)
-                )
-            )
+        capture = _Capture(mask, methods, None if needs_output else max(self._layers))
+        captured = capture.captured
         # Causal model, right padding: a real token never attends to the pads after it, so the
         # mask is needed only for pooling. Without it attention takes the plain causal path
         # (FlashAttention on GPU; no 4D mask built). Pads' own states do change, so poolings
         # that read them (mean_padded) keep the mask.
         model_mask = None if self._causal and "mean_padded" not in methods else mask
+        token = _ACTIVE.set(capture)
         try:
             with torch.inference_mode():
                 output = self._model(input_ids=ids, attention_mask=model_mask, use_cache=False)
@@ -527,7 +680,7 @@ class Backbone:
                 captured[last] = output.pooler_output.float()[None]
             elif last in wanted:
                 # HF's hidden_states[-1] is the final-norm output: use last_hidden_state.
-                grab(last, output.last_hidden_state)
+                capture.grab(last, output.last_hidden_state)
         except _StopForward:
             pass
         except torch.cuda.OutOfMemoryError as e:
@@ -540,6 +693,5 @@ class Backbone:
                 raise
             raise self._oom_error("memory", ids) from e
         finally:
-            for h in hooks:
-                h.remove()
+            _ACTIVE.reset(token)
         return torch.cat([captured[i] for i in self._layers]).transpose(0, 1)

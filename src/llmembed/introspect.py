@@ -13,13 +13,22 @@ bidirectional encoders (:data:`ENCODER_TYPES`); a config with ``use_bidirectiona
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
 
-__all__ = ["ENCODER_TYPES", "ModelInfo", "config_is_decoder", "info_from_config", "model_info"]
+__all__ = [
+    "ENCODER_TYPES",
+    "ModelInfo",
+    "check_reference",
+    "config_is_decoder",
+    "info_from_config",
+    "looks_like_hub_id",
+    "model_info",
+]
 
 ENCODER_TYPES: frozenset[str] = frozenset(
     {
@@ -125,14 +134,93 @@ def info_from_config(config: Any) -> ModelInfo:
     )
 
 
+_HUB_PART = r"[A-Za-z0-9_](?:[\w.\-]*[A-Za-z0-9_])?"
+_HUB_ID = re.compile(rf"(?:{_HUB_PART}/)?{_HUB_PART}", re.ASCII)  # legacy ids have no owner
+
+
+def looks_like_hub_id(reference: str) -> bool:
+    """True when ``reference`` has the shape of a Hugging Face hub id: ``owner/name`` or a
+    legacy ``name`` (``gpt2``, ``bert-base-uncased``, which the hub still redirects).
+
+    Takes: a string (not checked against the file system here). Returns: True for one or two
+    parts of letters, digits, ``_``, ``-`` and ``.`` joined by one ``/``, no part starting or
+    ending with ``.`` or ``-``, without ``--`` or ``..``, at most 96 characters (the hub's
+    rules); so never an absolute path, ``./x``, ``../x`` or a deeper path.
+    """
+    return (
+        len(reference) <= 96
+        and _HUB_ID.fullmatch(reference) is not None
+        and "--" not in reference
+        and ".." not in reference
+    )
+
+
+def check_reference(model: str, reference: str) -> str:
+    """Refuse a backbone reference that cannot be a model, before any file is read or hashed.
+
+    Takes: ``model``, what the user wrote (for the message), and ``reference``, what it
+    resolved to (:func:`llmembed.zoo.resolve`: an installed zoo folder, a hub id, or the
+    input unchanged). Only the file system's metadata is looked at (no file is opened).
+
+    Returns: ``"folder"`` (a folder holding ``config.json``), ``"gguf"`` (an existing ``.gguf``
+    file) or ``"hub"`` (not an existing path, shaped like a hub id: see
+    :func:`looks_like_hub_id`).
+
+    Raises:
+        ModelLoadError: (one line) an existing folder without ``config.json`` (a parent folder,
+            ``/``), an existing file that is not ``.gguf``, anything else that exists, a
+            ``.gguf`` path that does not exist, or a string that is none of the above.
+    """
+    path = Path(reference)
+    where = f"Could not load model {model!r}"
+    if reference != model:
+        where += f" ({reference!r})"
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "folder"
+        raise ModelLoadError(
+            f"{where}: it exists but is a folder without config.json, not a model folder (one "
+            "holds config.json, the tokenizer and the weights); nothing in it was read."
+        )
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return "gguf"
+        raise ModelLoadError(
+            f"{where}: it exists but is a file that is not .gguf; give the model's folder (with "
+            "config.json) or a .gguf file."
+        )
+    if path.exists():
+        raise ModelLoadError(f"{where}: it exists but is neither a folder nor a .gguf file.")
+    if reference.lower().endswith(".gguf"):
+        raise ModelLoadError(f"{where}: no such .gguf file. See: llmembed models list")
+    if looks_like_hub_id(reference):
+        return "hub"
+    from . import zoo
+
+    raise ModelLoadError(
+        f"{where}: not a model-zoo name ({', '.join(zoo.MODELS)}), an existing model folder "
+        "(with config.json) or .gguf file, or a hub id (owner/name). "
+        "See: llmembed models list"
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _model_not_found(model: str, reference: str, err: Exception) -> ModelLoadError:
-    """The error for a model that transformers could not load, saying how to get it.
+    """The error (one line) for a model that transformers could not load, saying how to get it.
 
     ``model`` is what the user wrote, ``reference`` what it resolved to (zoo folder / hub id).
     """
     from . import zoo
 
-    if model in zoo.MODELS:
+    if "trust_remote_code" in str(err):
+        how = (
+            f"{reference!r} asks for custom code (auto_map in its config) and llmembed never runs "
+            "a model's own code: use a model whose architecture transformers ships"
+        )
+    elif model in zoo.MODELS:
         how = (
             f"'{model}' is a model-zoo name that is not installed and its hub id {reference!r} "
             f"could not be fetched. Install it offline with: llmembed models install {model}"
@@ -147,16 +235,21 @@ def _model_not_found(model: str, reference: str, err: Exception) -> ModelLoadErr
             f"{model!r} is not a model-zoo name ({', '.join(zoo.MODELS)}), an existing folder "
             f"or .gguf file, or a reachable hub id. See: llmembed models list"
         )
-    return ModelLoadError(f"Could not load model {model!r}: {how}. ({type(err).__name__}: {err})")
+    return ModelLoadError(
+        _one_line(f"Could not load model {model!r}: {how}. ({type(err).__name__}: {err})")
+    )
 
 
 def _load_config(reference: str) -> Any:
+    """The transformers config of a checked reference; a model's own code is never run."""
     from transformers import AutoConfig
 
     path = Path(reference)
     if reference.endswith(".gguf") and path.is_file():
-        return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    return AutoConfig.from_pretrained(reference)
+        return AutoConfig.from_pretrained(
+            str(path.parent), gguf_file=path.name, trust_remote_code=False
+        )
+    return AutoConfig.from_pretrained(reference, trust_remote_code=False)
 
 
 def model_info(model: str) -> ModelInfo:
@@ -169,12 +262,14 @@ def model_info(model: str) -> ModelInfo:
     described from the zoo's registry (``max_positions`` None).
 
     Raises:
-        ModelLoadError: the model cannot be found, or its config cannot be read or lacks the
-            layer count / width.
+        ModelLoadError: ``model`` is not a model reference (:func:`check_reference`), the model
+            cannot be found, or its config cannot be read (custom code included: it is never
+            run) or lacks the layer count / width.
     """
     from . import zoo
 
     reference = zoo.resolve(model)
+    check_reference(model, reference)
     try:
         config = _load_config(reference)
     except (OSError, ValueError) as e:

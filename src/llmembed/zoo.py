@@ -399,9 +399,11 @@ def convert_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "bfloa
 
     gguf_path = Path(gguf_path)
     out_dir = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, trust_remote_code=False
+    )
     model = AutoModel.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype="float32"
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype="float32", trust_remote_code=False
     )
     save_dequantized(model, tokenizer, out_dir, dtype=dtype)
     return out_dir
@@ -424,7 +426,7 @@ def save_dequantized(
         if attr in config.__dict__:
             setattr(config, attr, "")
     torch_dtype = getattr(torch, dtype)
-    plain = AutoModel.from_config(config, dtype=torch_dtype)
+    plain = AutoModel.from_config(config, dtype=torch_dtype, trust_remote_code=False)
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
     # Buffers that are not persistent (e.g. rotary inv_freq) may legitimately be absent.
     missing = [k for k in missing if k in dict(plain.named_parameters())]
