@@ -50,12 +50,28 @@ def test_save_load_round_trip(fitted, toy_texts, tmp_path):
     texts, _ = toy_texts
     fitted.save(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "README.md",
         "head.safetensors",
         "llmembed.json",
     ]
     loaded = LLMEmbedClassifier.load(tmp_path / "model", device="cpu", verbose=False)
     np.testing.assert_array_equal(loaded.predict_proba(texts), fitted.predict_proba(texts))
     assert list(loaded.predict(texts)) == list(fitted.predict(texts))
+    assert loaded.best_epoch_ == fitted.best_epoch_
+    # llmembed.json keeps the validation summary, not the per-class report or confusion matrix
+    assert loaded.val_metrics_ == {
+        k: fitted.val_metrics_[k] for k in ("n", "accuracy", "macro_f1", "micro_f1", "positive_f1")
+    }
+    fingerprints = [bb.fingerprint() for bb in fitted.backbones_]
+    assert [bb.fingerprint() for bb in loaded.backbones_] == fingerprints  # float32: same cache
+
+
+def test_save_pretrained_is_save(fitted, toy_texts, tmp_path):
+    texts, _ = toy_texts
+    folder = fitted.save_pretrained(tmp_path / "m")
+    loaded = LLMEmbedClassifier.from_pretrained(folder, device="cpu", verbose=False)
+    assert list(loaded.predict(texts)) == list(fitted.predict(texts))
+    assert "# tiny" in (folder / "README.md").read_text()
 
 
 def test_second_fit_uses_cache(fitted, toy_texts):

@@ -72,11 +72,19 @@ def test_train_evaluate_predict(tmp_path, recipe_file, csv_file):
     report = json.loads((model / "metrics.json").read_text())
     assert report["test"]["accuracy"] >= 0.8 and report["n_train"] == 40
 
+    assert "confusion_matrix" not in report["validation"]  # class indices: summary only
+    assert "confusion_matrix" in report["test"]
+    assert (model / "README.md").is_file() and (model / "llmembed.json").is_file()
+
     r = runner.invoke(
         app, ["evaluate", str(model), str(csv_file), "-o", str(tmp_path / "m.json"), "-q", *cols]
     )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == report["test"]["accuracy"]
+    r = runner.invoke(
+        app, ["evaluate", str(model), str(csv_file), "--no-check-backbones", "-q", *cols]
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["n"] == 40, r.output
 
     out = tmp_path / "pred.csv"
     r = runner.invoke(
@@ -122,7 +130,9 @@ def test_embed_and_cache_commands(tmp_path, tiny_bert, csv_file):
 
     assert np.load(out).shape == (40, 2, 24)
     r = runner.invoke(app, ["cache", "info"])
-    assert r.exit_code == 0 and "1 entries" in r.output
+    assert r.exit_code == 0 and "1 entries" in r.output and "40" in r.output  # unique texts
+    r = runner.invoke(app, ["cache", "compact"])
+    assert r.exit_code == 0 and "removed 0 chunk files (1 -> 1)" in r.output, r.output
     r = runner.invoke(app, ["cache", "clear", "--yes"])
     assert r.exit_code == 0 and "removed 1" in r.output
 
@@ -156,3 +166,5 @@ def test_help_lists_commands():
     assert r.exit_code == 0
     for cmd in ("embed", "train", "evaluate", "predict", "cache", "models"):
         assert cmd in r.output
+    for cmd in ("evaluate", "predict"):
+        assert "--no-check-backbones" in runner.invoke(app, [cmd, "--help"]).output

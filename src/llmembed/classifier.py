@@ -1,14 +1,18 @@
 """LLMEmbedClassifier: the public estimator, a scikit-learn classifier on raw texts.
 
 fit(texts, labels) extracts (cached) embeddings from the frozen backbones and trains the fusion
-head; predict / predict_proba / score work on raw texts. save(dir) writes the head as safetensors
-and everything else as JSON; load(dir) rebuilds it on any device. It follows scikit-learn's
+head; predict / predict_proba / score work on raw texts. save_pretrained(dir) (alias save)
+writes the head as safetensors, everything else as JSON with every backbone pinned, and a model
+card (format: :mod:`llmembed.modelcard`); from_pretrained(dir or hub repo id) (alias load)
+checks the pins and rebuilds it on any device. It follows scikit-learn's
 estimator contract (get_params / set_params / clone, fitted attributes set only by fit and load),
 so it works in GridSearchCV, cross_val_score and as the last step of a Pipeline.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import time
@@ -19,18 +23,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sklearn.exceptions
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score
 
-from . import __version__
+from . import modelcard
 from .backbones import Backbone, BackboneSpec
 from .cache import EmbeddingCache
-from .errors import ConfigError, DataError, LLMEmbedError, ModelLoadError
-from .files import atomic_path, atomic_write_json
-from .heads import FusionHead, HeadConfig
+from .errors import ConfigError, DataError, LLMEmbedError
+from .heads import HeadConfig
 from .io import validate_labels, validate_texts
 from .metrics import classification_metrics
+from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
 from .recipes import Recipe, load_recipe
 from .training import TrainConfig, predict_logits, train_head
 
@@ -39,8 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LLMEmbedClassifier", "NotFittedError"]
 
-CONFIG_NAME = "llmembed.json"
-WEIGHTS_NAME = "head.safetensors"
 NOT_FITTED_MESSAGE = "This classifier is not fitted yet: call fit() or load() first"
 
 
@@ -120,8 +121,9 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         ``fit``: invalid texts (not strings, empty or blank), invalid labels (missing, mixed
         kinds, a length that differs from the texts, a single class), or an invalid recipe or
         parameter. ``predict`` / ``predict_proba`` / ``score`` / ``evaluate`` / ``embed``:
-        invalid texts; ``score`` / ``evaluate`` also invalid labels. ``load``: a folder that is
-        not a saved model.
+        invalid texts; ``score`` / ``evaluate`` also invalid labels. ``from_pretrained`` /
+        ``load``: a folder that is not a valid saved model (one ``ModelLoadError`` line naming
+        the file and field), or a backbone whose fingerprint changed since it was saved.
     NotFittedError
         ``predict``, ``predict_proba``, ``score``, ``evaluate`` and ``save`` before ``fit`` or
         ``load`` (an ``LLMEmbedError`` and scikit-learn's ``NotFittedError``).
@@ -253,9 +255,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         out = []
         for spec in specs:
             key = (json.dumps(spec.to_dict(), sort_keys=True), str(self.device))
-            if key not in pool:
-                pool[key] = Backbone(spec, device=self.device)
-            out.append(pool[key])
+            bb = pool.get(key)
+            if bb is None:  # setdefault: two threads racing here still share one Backbone
+                bb = pool.setdefault(key, Backbone(spec, device=self.device))
+            out.append(bb)
         return out
 
     @property
@@ -328,6 +331,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             progress=self.verbose,
         )
         timings["train_head"] = time.perf_counter() - t0
+        self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
         self.classes_ = classes
         self.recipe_ = recipe
         self.head_ = result.head
@@ -377,58 +381,104 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         return classification_metrics(list(y_true), self.predict(texts), labels=self.classes_)
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted model to a folder: head.safetensors + llmembed.json (no pickle).
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the fitted model to a folder: head.safetensors, llmembed.json, README.md.
 
-        Raises NotFittedError before fit/load.
+        No pickle: the head is safetensors, everything else JSON (format in
+        :mod:`llmembed.modelcard`) plus a human-readable model card. Every backbone is pinned:
+        its content fingerprint (the embedding cache's), resolved source, dtype, absolute
+        layers and width; a ``dtype = "auto"`` is written as the dtype it resolved to here, so
+        another machine extracts the same way. Loads the backbones if they are not loaded.
+
+        Takes: the folder (created if needed). Returns: the folder as a Path.
+        Raises: NotFittedError before fit/load; ModelLoadError / ConfigError when a backbone
+        cannot be loaded to be pinned; OSError when the folder cannot be written.
         """
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        specs, pins = [], []
+        for bb in self.backbones_:
+            spec, fingerprint = _pinned_spec(bb)
+            specs.append(spec)
+            pins.append(modelcard.BackbonePin.of(bb, fingerprint))
+        saved = modelcard.SavedModel(
+            recipe=dataclasses.replace(self.recipe_, backbones=specs),
+            classes=[c.item() if hasattr(c, "item") else c for c in self.classes_],
+            shapes=list(self.head_.shapes),
+            backbones=pins,
+            versions=modelcard.package_versions(),
+            n_train=self.__dict__.get("_n_train"),
+            best_epoch=self.best_epoch_,
+            val_metrics=modelcard.summary_metrics(self.val_metrics_),
+        )
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
-        with atomic_path(path / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp))
-        config = {
-            "llmembed_version": __version__,
-            "recipe": self.recipe_.to_dict(),
-            "classes": [c.item() if hasattr(c, "item") else c for c in self.classes_],
-            "shapes": self.head_.shapes,
-            "best_epoch": self.best_epoch_,
-            "val_metrics": self.val_metrics_,
-        }
-        atomic_write_json(path / CONFIG_NAME, config, indent=2)
-        return path
+        return modelcard.write_saved_model(path, saved, state)
+
+    save = save_pretrained  # the short name, kept
 
     @classmethod
-    def load(
+    def from_pretrained(
         cls,
         path: str | os.PathLike,
         device: str = "auto",
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
         verbose: bool = True,
+        check_backbones: bool = True,
+        revision: str | None = None,
     ) -> LLMEmbedClassifier:
-        """Load a folder written by save(); works on CPU whatever device trained it.
+        """Load a model written by save_pretrained(); works on CPU whatever device trained it.
 
-        Raises ModelLoadError when the folder holds no saved model.
+        Takes: ``path``, a saved-model folder, or a Hugging Face hub repo id (``owner/name``)
+        when no such folder exists (downloaded with ``huggingface_hub.snapshot_download`` at
+        ``revision``); the estimator parameters ``device``, ``cache_dir``, ``use_cache`` and
+        ``verbose``; ``check_backbones``: load every backbone now and refuse one whose
+        fingerprint differs from the one recorded at save time (swapped weights, edited
+        layers, a zoo name resolving elsewhere, another dtype). False skips the check (and
+        loads the backbones lazily, at first use).
+        Returns: the fitted classifier.
+        Raises: ModelLoadError, one line naming the file and field, for a folder that is not a
+        valid saved model, or a backbone that changed or cannot be loaded. Warns when a newer
+        llmembed wrote the folder, or when it has no backbone pins (format 1).
         """
-        path = Path(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise ModelLoadError(f"{path} is not a saved llmembed model (no {CONFIG_NAME})")
-        config = json.loads((path / CONFIG_NAME).read_text())
-        recipe = Recipe.from_dict(config["recipe"])
-        classes = np.asarray(config["classes"])
-        head = FusionHead([tuple(s) for s in config["shapes"]], len(classes), recipe.head)
-        head.load_state_dict(load_file(str(path / WEIGHTS_NAME), device="cpu"))
+        folder = modelcard.resolve_folder(path, revision)
+        saved = modelcard.read_saved_model(folder)
+        head = modelcard.load_head(folder, saved)
         clf = cls(
-            recipe=recipe, cache_dir=cache_dir, use_cache=use_cache, device=device, verbose=verbose
+            recipe=saved.recipe,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            device=device,
+            verbose=verbose,
         )
         clf._backbone_pool = {}
-        clf.classes_ = classes
-        clf.recipe_ = recipe
-        clf.head_ = head.eval()
+        clf._n_train = saved.n_train
+        clf.classes_ = np.asarray(saved.classes)
+        clf.recipe_ = saved.recipe
+        clf.head_ = head
         clf.history_ = []
-        clf.best_epoch_ = config.get("best_epoch")
-        clf.val_metrics_ = config.get("val_metrics")
+        clf.best_epoch_ = saved.best_epoch
+        clf.val_metrics_ = saved.val_metrics
         clf.timings_ = {}
+        if check_backbones:
+            modelcard.check_backbones(folder, saved, clf.backbones_)
         return clf
+
+    load = from_pretrained  # the short name, kept
+
+
+def _pinned_spec(backbone: Backbone) -> tuple[BackboneSpec, str]:
+    """The backbone's spec with its resolved dtype written in, and that spec's fingerprint.
+
+    ``dtype = "auto"`` resolves per machine (bf16 on bf16 CPUs, fp32 elsewhere); a saved model
+    records what it resolved to. The fingerprint of the pinned spec is computed on a shallow copy
+    that shares the loaded model, so pinning never loads a model twice.
+    """
+    dtype = str(backbone.dtype).replace("torch.", "")
+    if backbone.spec.dtype == dtype:
+        return backbone.spec, backbone.fingerprint()
+    spec = dataclasses.replace(backbone.spec, dtype=dtype)
+    backbone.load()
+    twin = copy.copy(backbone)
+    twin.spec = spec
+    twin._fingerprint = None  # the fingerprint is memoized per Backbone: recompute for spec
+    return spec, twin.fingerprint()

@@ -39,6 +39,14 @@ CacheDir = Annotated[
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+CheckBackbones = Annotated[
+    bool,
+    typer.Option(
+        "--check-backbones/--no-check-backbones",
+        help="Refuse a backbone whose fingerprint differs from the one the model was saved with "
+        "(swapped weights, edited layers, another dtype); --no-check-backbones loads it anyway.",
+    ),
+]
 
 
 def _run(fn):
@@ -46,12 +54,14 @@ def _run(fn):
     try:
         return fn()
     except LLMEmbedError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, highlight=False)
         raise typer.Exit(2) from None
 
 
 def _write_json(path: Path | None, data: dict) -> None:
-    text = json.dumps(data, indent=2)
+    from .modelcard import dumps
+
+    text = dumps(data)  # indented objects, packed lists: a 1,000-class confusion stays small
     if path is None:
         print(text)
     else:
@@ -153,6 +163,7 @@ def train(
         from .classifier import LLMEmbedClassifier
         from .datasets import load_benchmark
         from .io import read_table
+        from .modelcard import summary_metrics
 
         test = None
         if dataset:
@@ -177,7 +188,7 @@ def train(
             "recipe": clf.recipe_.name,
             "n_train": len(texts),
             "best_epoch": clf.best_epoch_,
-            "validation": clf.val_metrics_,
+            "validation": summary_metrics(clf.val_metrics_),  # class indices: no confusion
             "timings_s": clf.timings_,
         }
         console.print(f"saved model to {out} (best epoch {clf.best_epoch_})")
@@ -193,7 +204,9 @@ def train(
 
 @app.command()
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A folder written by `llmembed train`.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A folder written by `llmembed train`, or a hub repo id.")
+    ],
     data: Annotated[Path, typer.Argument(help="Labelled data file.")],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Metrics JSON (default: stdout).")
@@ -203,6 +216,7 @@ def evaluate(
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
+    check_backbones: CheckBackbones = True,
 ) -> None:
     """Accuracy, macro/micro-F1, per-class report and confusion matrix on a labelled file."""
 
@@ -211,8 +225,12 @@ def evaluate(
         from .io import read_table
 
         texts, labels = read_table(data, text_col=text_col, label_col=label_col)
-        clf = LLMEmbedClassifier.load(
-            model_dir, device=device, cache_dir=cache_dir, verbose=not quiet
+        clf = LLMEmbedClassifier.from_pretrained(
+            model_dir,
+            device=device,
+            cache_dir=cache_dir,
+            verbose=not quiet,
+            check_backbones=check_backbones,
         )
         classes = [str(c) for c in clf.classes_]
         metrics = _metrics_as_strings(labels, [str(p) for p in clf.predict(texts)], classes)
@@ -234,7 +252,9 @@ def _metrics_as_strings(y_true, y_pred, classes):
 
 @app.command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A folder written by `llmembed train`.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A folder written by `llmembed train`, or a hub repo id.")
+    ],
     data: Annotated[Path, typer.Argument(help="Data file with a text column.")],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Predictions CSV (default: stdout).")
@@ -244,6 +264,7 @@ def predict(
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
+    check_backbones: CheckBackbones = True,
 ) -> None:
     """Write a CSV with text, predicted label and (optionally) class probabilities."""
 
@@ -252,8 +273,12 @@ def predict(
         from .io import read_table
 
         texts, _ = read_table(data, text_col=text_col)
-        clf = LLMEmbedClassifier.load(
-            model_dir, device=device, cache_dir=cache_dir, verbose=not quiet
+        clf = LLMEmbedClassifier.from_pretrained(
+            model_dir,
+            device=device,
+            cache_dir=cache_dir,
+            verbose=not quiet,
+            check_backbones=check_backbones,
         )
         probs = clf.predict_proba(texts)
         labels = clf.classes_[probs.argmax(1)]
@@ -320,27 +345,53 @@ def demo(
 
 @cache_app.command("info")
 def cache_info(cache_dir: CacheDir = None) -> None:
-    """List cached backbones: model, layers, pooling, texts, size."""
-    from .cache import EmbeddingCache
+    """List cached backbones: model, layers, pooling, unique texts, chunk files, size."""
 
-    cache = EmbeddingCache(cache_dir)
-    entries = cache.entries()
-    table = Table(title=f"embedding cache: {cache.root}")
-    for col in ("fingerprint", "model", "layers", "pooling", "max_length", "texts", "MB"):
-        table.add_column(col)
-    for e in entries:
-        spec = e.meta.get("spec", {})
-        table.add_row(
-            e.fingerprint[:12],
-            str(spec.get("model", "?")),
-            str(e.meta.get("layers", spec.get("layers", "?"))),
-            str(spec.get("pooling", "?")),
-            str(spec.get("max_length", "?")),
-            str(e.n_texts),
-            f"{e.bytes / 1e6:.1f}",
-        )
-    Console().print(table)
-    console.print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+    def go():
+        from .cache import EmbeddingCache
+
+        cache = EmbeddingCache(cache_dir)
+        entries = cache.entries()
+        table = Table(title=f"embedding cache: {cache.root}")
+        cols = ("fingerprint", "model", "layers", "pooling", "max_length", "texts", "chunks", "MB")
+        for col in cols:
+            table.add_column(col)
+        for e in entries:
+            spec = e.meta.get("spec", {})
+            table.add_row(
+                e.fingerprint[:12],
+                str(spec.get("model", "?")),
+                str(e.meta.get("layers", spec.get("layers", "?"))),
+                str(spec.get("pooling", "?")),
+                str(spec.get("max_length", "?")),
+                str(e.n_texts),
+                str(e.n_chunks),
+                f"{e.bytes / 1e6:.1f}",
+            )
+        Console().print(table)
+        console.print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+
+    _run(go)
+
+
+@cache_app.command("compact")
+def cache_compact(
+    fingerprint: Annotated[
+        str | None, typer.Argument(help="Fingerprint (prefix) to compact; all when omitted.")
+    ] = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Merge small chunk files of cached embeddings (and drop duplicate rows)."""
+
+    def go():
+        from .cache import EmbeddingCache
+
+        cache = EmbeddingCache(cache_dir)
+        before = sum(e.n_chunks for e in cache.entries())
+        removed = cache.compact(fingerprint)
+        console.print(f"removed {removed} chunk files ({before} -> {before - removed})")
+
+    _run(go)
 
 
 @cache_app.command("clear")
@@ -357,7 +408,7 @@ def cache_clear(
     cache = EmbeddingCache(cache_dir)
     if fingerprint is None and not yes:
         typer.confirm(f"Delete every cached embedding under {cache.root}?", abort=True)
-    console.print(f"removed {cache.clear(fingerprint)} entries")
+    _run(lambda: console.print(f"removed {cache.clear(fingerprint)} entries"))
 
 
 @models_app.command("list")
