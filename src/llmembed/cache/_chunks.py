@@ -9,9 +9,10 @@ a new chunk and deletes the old ones).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,20 @@ def write_chunk(folder: Path, keys: np.ndarray, embeddings: np.ndarray) -> str:
     return name
 
 
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Map whatever safetensors raises for a bad file to CorruptChunk, or to FileNotFoundError
+    when the file is gone (deleted by compaction, eviction or clear meanwhile)."""
+    try:
+        yield
+    except (FileNotFoundError, CorruptChunk):
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+        if not path.exists():
+            raise FileNotFoundError(str(path)) from e
+        raise CorruptChunk(str(e)) from e
+
+
 def read_header(path: Path) -> ChunkHeader:
     """Keys and (n_vectors, width) of a chunk, reading the header and the keys only.
 
@@ -105,24 +120,17 @@ def read_header(path: Path) -> ChunkHeader:
         FileNotFoundError: the file is gone (deleted by compaction, eviction or clear).
         CorruptChunk: unreadable header, missing tensors, wrong dtypes or inconsistent shapes.
     """
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            names = set(f.keys())
-            if not {"keys", "embeddings"} <= names:
-                raise CorruptChunk(f"tensors {sorted(names)}, expected keys and embeddings")
-            ks, es = f.get_slice("keys"), f.get_slice("embeddings")
-            kshape, eshape = list(ks.get_shape()), list(es.get_shape())
-            if ks.get_dtype() != "U8" or len(kshape) != 2 or kshape[1] != KEY_BYTES:
-                raise CorruptChunk(f"keys {ks.get_dtype()} {kshape}, expected U8 [k, 16]")
-            if es.get_dtype() != "F32" or len(eshape) != 3 or eshape[0] != kshape[0]:
-                raise CorruptChunk(f"embeddings {es.get_dtype()} {eshape}, expected F32 [k, n, w]")
-            keys = f.get_tensor("keys")
-    except (FileNotFoundError, CorruptChunk):
-        raise
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
-        if not path.exists():
-            raise FileNotFoundError(str(path)) from e
-        raise CorruptChunk(str(e)) from e
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
+        names = set(f.keys())
+        if not {"keys", "embeddings"} <= names:
+            raise CorruptChunk(f"tensors {sorted(names)}, expected keys and embeddings")
+        ks, es = f.get_slice("keys"), f.get_slice("embeddings")
+        kshape, eshape = list(ks.get_shape()), list(es.get_shape())
+        if ks.get_dtype() != "U8" or len(kshape) != 2 or kshape[1] != KEY_BYTES:
+            raise CorruptChunk(f"keys {ks.get_dtype()} {kshape}, expected U8 [k, 16]")
+        if es.get_dtype() != "F32" or len(eshape) != 3 or eshape[0] != kshape[0]:
+            raise CorruptChunk(f"embeddings {es.get_dtype()} {eshape}, expected F32 [k, n, w]")
+        keys = f.get_tensor("keys")
     return ChunkHeader(keys, (int(eshape[1]), int(eshape[2])))
 
 
@@ -133,15 +141,11 @@ def load_verified(path: Path) -> tuple[np.ndarray, np.ndarray]:
         FileNotFoundError: the file is gone.
         CorruptChunk: unreadable, or the checksum does not match.
     """
-    try:
+    with _reading(path):
         with safe_open(str(path), framework="numpy") as f:
             expected = (f.metadata() or {}).get("checksum")
         data = load_file(str(path))
         keys, emb = data["keys"], data["embeddings"]
-    except Exception as e:  # noqa: BLE001 - any unreadable chunk is treated the same
-        if not path.exists():
-            raise FileNotFoundError(str(path)) from e
-        raise CorruptChunk(str(e)) from e
     if expected != checksum(keys, emb):
         raise CorruptChunk("checksum mismatch")
     return keys, emb
@@ -157,31 +161,24 @@ def read_rows(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         FileNotFoundError: the file is gone.
         CorruptChunk: unreadable, or a row is out of range.
     """
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            ks, es = f.get_slice("keys"), f.get_slice("embeddings")
-            n = es.get_shape()[0]
-            if rows[0] < 0 or rows[-1] >= n or ks.get_shape()[0] != n:
-                raise CorruptChunk(f"row {int(rows[-1])} out of range for {n} rows")
-            key_parts, parts = [], []
-            start = 0
-            while start < len(rows):
-                end = start + 1
-                while end < len(rows) and rows[end] - rows[end - 1] < _RUN_GAP:
-                    end += 1
-                lo, hi = int(rows[start]), int(rows[end - 1]) + 1
-                kblock, block = ks[lo:hi], es[lo:hi]
-                if hi - lo != end - start:
-                    kblock, block = kblock[rows[start:end] - lo], block[rows[start:end] - lo]
-                key_parts.append(kblock)
-                parts.append(block)
-                start = end
-    except (FileNotFoundError, CorruptChunk):
-        raise
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
-        if not path.exists():
-            raise FileNotFoundError(str(path)) from e
-        raise CorruptChunk(str(e)) from e
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
+        ks, es = f.get_slice("keys"), f.get_slice("embeddings")
+        n = es.get_shape()[0]
+        if rows[0] < 0 or rows[-1] >= n or ks.get_shape()[0] != n:
+            raise CorruptChunk(f"row {int(rows[-1])} out of range for {n} rows")
+        key_parts, parts = [], []
+        start = 0
+        while start < len(rows):
+            end = start + 1
+            while end < len(rows) and rows[end] - rows[end - 1] < _RUN_GAP:
+                end += 1
+            lo, hi = int(rows[start]), int(rows[end - 1]) + 1
+            kblock, block = ks[lo:hi], es[lo:hi]
+            if hi - lo != end - start:
+                kblock, block = kblock[rows[start:end] - lo], block[rows[start:end] - lo]
+            key_parts.append(kblock)
+            parts.append(block)
+            start = end
     keys = key_parts[0] if len(key_parts) == 1 else np.concatenate(key_parts)
     out = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return np.ascontiguousarray(keys), np.ascontiguousarray(out, dtype=np.float32)
