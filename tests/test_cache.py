@@ -141,3 +141,21 @@ def test_meta_json_is_plain_indented_json(tmp_path):
     text = (tmp_path / "fp-test" / "meta.json").read_text()
     meta = json.loads(text)
     assert text == json.dumps(meta, indent=2) and meta["format"] == "1"
+
+
+def test_all_cached_never_loads_the_model(tiny_llama, tmp_path):
+    """The fingerprint of a local model comes from its files and config: a call whose texts
+    are all cached does not load the model (and the fingerprint equals the loaded one's)."""
+    from llmembed.backbones import Backbone, BackboneSpec
+    from llmembed.cache import EmbeddingCache
+
+    spec = BackboneSpec(str(tiny_llama), layers="1,-1", pooling="mean,last")
+    texts = ["good movie", "bad film", "the plot was really boring"]
+    first = Backbone(spec, device="cpu")
+    expected = EmbeddingCache(tmp_path).embed(first, texts, progress=False)
+    assert first._model is not None  # it computed, so it loaded
+    again = Backbone(spec, device="cpu")
+    cache = EmbeddingCache(tmp_path)
+    np.testing.assert_array_equal(cache.embed(again, texts, progress=False), expected)
+    assert cache.last_misses == 0 and again._model is None
+    assert again.fingerprint() == first.fingerprint()

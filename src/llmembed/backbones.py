@@ -33,7 +33,13 @@ from . import files
 from .config import Settings
 from .errors import ConfigError, ExtractionOOMError, ModelLoadError
 from .hardware import cpu_has_bf16
-from .introspect import ModelInfo, _model_not_found, check_reference, info_from_config
+from .introspect import (
+    ModelInfo,
+    _model_not_found,
+    check_reference,
+    info_from_config,
+    model_info,
+)
 from .pooling import check_pooling, pool
 
 __all__ = [
@@ -502,9 +508,11 @@ class Backbone:
     def fingerprint(self) -> str:
         """Identity of what `embed` returns: model content (or hub revision) + settings.
 
-        32 hex characters; it keys the on-disk embedding cache. Loads the model (for the layer
-        indices, and for a hub model's resolved commit). Computed once (under the load lock,
-        so threads asking at once hash the files once).
+        32 hex characters; it keys the on-disk embedding cache. A local model (folder or
+        ``.gguf``) is identified by its files' hashes and its layer indices come from its config,
+        so nothing is loaded: a run whose texts are all cached never loads the model. A hub
+        model is loaded for its resolved commit. Computed once (under the load lock, so threads
+        asking at once hash the files once).
 
         Raises:
             ModelLoadError: as :meth:`load`; a reference that is not a model is refused before
@@ -525,7 +533,6 @@ class Backbone:
             self.load()
             commit = getattr(self._model.config, "_commit_hash", None) or "unknown-revision"
             identity = f"{self.reference}@{commit}"
-        self.load()
         spec = self.spec.to_dict()
         spec.pop("token_budget")
         spec.pop("max_batch_size")
@@ -533,12 +540,22 @@ class Backbone:
         payload = {
             "model": identity,
             "spec": spec,
-            "layers": self._layers,
+            "layers": self._resolved_layers(),
             "dtype": str(self.dtype),
             "version": EXTRACTION_VERSION,
         }
         blob = json.dumps(payload, sort_keys=True).encode()
         return files.sha256_bytes(blob)[:32]
+
+    def _resolved_layers(self) -> list[int]:
+        """Absolute hidden-state indices: the loaded model's, else resolved from the config
+        alone (the same :func:`~llmembed.introspect.info_from_config` rule as :meth:`load`)."""
+        if self._model is not None:
+            return list(self._layers)
+        info = model_info(self.reference)
+        if self.spec.pooling == "pooler":
+            return [info.num_hidden_states - 1]
+        return parse_layers(self.spec.layers, info.num_hidden_states)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description, stored beside cache entries and saved models."""

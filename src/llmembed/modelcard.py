@@ -658,8 +658,9 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
 def check_backbones(folder: str | Path, saved: SavedModel, backbones: list[Backbone]) -> None:
     """Refuse backbones that are not the ones the saved head was trained on.
 
-    Takes: the folder, its :class:`SavedModel` and the backbones built from its recipe (each is
-    loaded: its fingerprint hashes the model's files and needs the layer indices). Returns None;
+    Takes: the folder, its :class:`SavedModel` and the backbones built from its recipe (a local
+    model is not loaded for this: its fingerprint comes from its files and config; a hub model
+    is, for its revision). Returns None;
     does nothing for a format-1 folder (no pins).
     Raises: ModelLoadError, one line saying what changed (source, dtype, layers, width, or the
     model's files) and how to opt out, or that a backbone cannot be loaded.
