@@ -204,6 +204,18 @@ def test_zoo_name_resolving_elsewhere(tmp_path, tiny_llama, tiny_bert, monkeypat
         load(tmp_path / "m")
 
 
+def test_same_zoo_model_in_another_folder_loads(tmp_path, tiny_llama, tiny_bert, monkeypatch):
+    """Another machine installs the same zoo model elsewhere: same files, so it loads."""
+    elsewhere = Path(shutil.copytree(tiny_llama, tmp_path / "other-machine" / "tiny-zoo"))
+    where = {"tiny-zoo": str(tiny_llama)}
+    monkeypatch.setattr(llmembed.zoo, "resolve", lambda name: where.get(name, name))
+    clf = fit_save(tmp_path / "m", recipe_for("tiny-zoo", tiny_bert), tmp_path / "cache")
+    where["tiny-zoo"] = str(elsewhere)
+    loaded = load(tmp_path / "m")
+    assert str(loaded.backbones_[0].reference) == str(elsewhere)
+    np.testing.assert_allclose(loaded.predict_proba(TEXTS), clf.predict_proba(TEXTS), atol=1e-6)
+
+
 def test_auto_dtype_is_pinned(tmp_path, tiny_llama, tiny_bert, monkeypatch):
     """A model saved where auto meant one dtype loads where auto means another."""
     import llmembed.backbones
