@@ -92,7 +92,7 @@ def embed(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Extract pooled hidden states [n_texts, n_layers, width] of one model."""
+    """Extract pooled hidden states (texts x layers x width) of one model."""
 
     def go():
         import numpy as np
