@@ -33,18 +33,18 @@ def _clean(text: str, where: str, row: int) -> str:
     return t
 
 
+def _tab_rows(data: bytes, where: str) -> list[list[str]]:
+    """UTF-8 rows split at tabs, no quoting (GLUE TSV and Orange .tab both are)."""
+    text = decode(data, "utf-8", where)
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
 def parse_glue_tsv(data: bytes, where: str = "tsv") -> tuple[list[str], list[str]]:
     """GLUE SST-2 ``train.tsv``/``dev.tsv``: header ``sentence\\tlabel``, tab, no quoting, 0/1.
 
     Returns (texts, labels). Raises :class:`~llmembed.errors.DataError` on a malformed file.
     """
-    rows = list(
-        csv.reader(
-            io.StringIO(decode(data, "utf-8", where), newline=""),
-            delimiter="\t",
-            quoting=csv.QUOTE_NONE,
-        )
-    )
+    rows = _tab_rows(data, where)
     if not rows or rows[0] != ["sentence", "label"]:
         head = rows[0] if rows else "nothing"
         raise DataError(f"{where}: expected the header 'sentence<TAB>label', found {head!r}")
@@ -125,13 +125,7 @@ def parse_orange_tab(data: bytes, where: str = "tab") -> tuple[list[str], list[s
 
     Returns (texts, labels). Raises :class:`~llmembed.errors.DataError` on a malformed file.
     """
-    rows = list(
-        csv.reader(
-            io.StringIO(decode(data, "utf-8", where), newline=""),
-            delimiter="\t",
-            quoting=csv.QUOTE_NONE,
-        )
-    )
+    rows = _tab_rows(data, where)
     if len(rows) < 4 or rows[0] != ["Category", "Text"] or rows[1] != ["d", "string"]:
         head = rows[:2]
         raise DataError(
