@@ -20,6 +20,9 @@ class CountingBackbone:
     def describe(self):
         return {"spec": self.spec.to_dict()}
 
+    def tokenize(self, texts):
+        return [t.split() for t in texts]  # the cache orders what it computes by this length
+
     def embed(self, texts, progress=True, on_batch=None):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt("killed")
@@ -159,3 +162,16 @@ def test_all_cached_never_loads_the_model(tiny_llama, tmp_path):
     np.testing.assert_array_equal(cache.embed(again, texts, progress=False), expected)
     assert cache.last_misses == 0 and again._model is None
     assert again.fingerprint() == first.fingerprint()
+
+
+def test_texts_to_compute_are_sorted_by_length_before_chunking(tmp_path):
+    """Chunks of similar lengths: the cache orders ALL missing texts longest first before it
+    cuts them into chunks, and still returns the vectors in input order."""
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["w"] * int(n)) + f" {i}" for i, n in enumerate(rng.integers(1, 40, 50))]
+    bb = CountingBackbone()
+    cache = EmbeddingCache(tmp_path, chunk_size=8)
+    out = cache.embed(bb, texts, progress=False)
+    lengths = [len(t.split()) for t in bb.calls]
+    assert lengths == sorted(lengths, reverse=True) and sorted(bb.calls) == sorted(texts)
+    np.testing.assert_array_equal(out, CountingBackbone().embed(texts))

@@ -623,7 +623,7 @@ class Backbone:
     def _prepared(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
         """(indices, ids, mask) batches: tokenized, length-sorted, budgeted and padded."""
         enc = self.tokenize(list(texts))
-        for idx in self._batches([len(ids) for ids in enc]):
+        for idx in self.plan_batches([len(ids) for ids in enc]):
             ids, mask = self._pad([enc[i] for i in idx])
             yield idx, ids, mask
 
@@ -638,8 +638,13 @@ class Backbone:
                 texts, truncation=True, max_length=self.max_length, add_special_tokens=True
             )["input_ids"]
 
-    def _batches(self, lengths: list[int]) -> list[np.ndarray]:
-        """Longest-first batches whose padded size stays within the token budget."""
+    def plan_batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """The batches :meth:`embed` runs for texts of these token lengths (in tokens, after
+        truncation, as :meth:`tokenize` gives them): index arrays, longest texts first, each
+        batch's padded size within the token budget. Public so that callers can estimate
+        padding and cost without running the model (e.g. the benchmark harness)."""
+        self.load()
+        lengths = list(lengths)
         order = np.argsort(-np.asarray(lengths), kind="stable")
         fixed = self.spec.padding == "max_length"
         batches, start = [], 0

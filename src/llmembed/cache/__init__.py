@@ -239,6 +239,10 @@ class EmbeddingCache:
         missing = [k for k in uniq if not result.has(k)]
         computed: set[bytes] = set()
         if missing:
+            # Longest first over ALL missing texts, then cut into chunks: a chunk's batches hold
+            # texts of similar length, so padding is not wasted (chunks stay the crash unit).
+            lengths = [len(ids) for ids in backbone.tokenize([text_of[k] for k in missing])]
+            missing = [missing[i] for i in np.argsort(-np.asarray(lengths), kind="stable")]
             bar = tqdm(
                 total=len(missing),
                 desc=f"embed {backbone.spec.model}",
