@@ -126,21 +126,16 @@ def run_llmembed(
         pred = predict_logits(res.head, test_x).argmax(1).numpy()
         head_infer = time.perf_counter() - t0
     # Extraction cost of the whole split (on a subset too: what the method costs at full size).
-    ext = timed_extraction(ctx, specs, n_full, len(te))
-    head_per_1000 = head_infer / max(len(te), 1) * 1000
-    val = res.val_metrics or {}
-    return {
-        "pred": pred,
-        "test_index": te if subset else None,
-        "subset": info,
-        "train_seconds": train_seconds,
-        "selection_seconds": 0.0,
-        "head_infer_seconds_per_1000": head_per_1000,
-        "infer_seconds_per_1000": ext["extract_seconds_per_1000"] + head_per_1000,
-        **ext,
-        "trainable_params": res.head.n_parameters(),
-        "frozen_params": sum(ctx.store.frozen_params(m) for m in {s.model for s in specs}),
-        "hyperparameters": {
+    out = head_result(
+        ctx,
+        specs,
+        pred=pred,
+        n_full=n_full,
+        n_test=len(te),
+        train_seconds=train_seconds,
+        infer_seconds=head_infer,
+        trainable=res.head.n_parameters(),
+        hyperparameters={
             "backbones": [s.to_dict() for s in specs],
             "head": head.to_dict(),
             "train": train.to_dict(),
@@ -148,6 +143,40 @@ def run_llmembed(
             "epochs_run": len(res.history),
             **(extra or {}),
         },
+        val=res.val_metrics,
+    )
+    return {**out, "test_index": te if subset else None, "subset": info}
+
+
+def head_result(
+    ctx: Context,
+    specs: Sequence[BackboneSpec],
+    *,
+    pred: np.ndarray,
+    n_full: int,
+    n_test: int,
+    train_seconds: float,
+    infer_seconds: float,
+    trainable: int,
+    hyperparameters: dict[str, Any],
+    val: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The result of an LLMEmbed head method (ours, the ladder, the ablations): its costs (the
+    exact specs' measured extraction rate x n_full texts, the timed training and inference),
+    sizes, hyperparameters and what the validation split chose."""
+    ext = timed_extraction(ctx, specs, n_full, n_test)
+    head_per_1000 = infer_seconds / max(n_test, 1) * 1000
+    val = val or {}
+    return {
+        "pred": pred,
+        "train_seconds": train_seconds,
+        "selection_seconds": 0.0,
+        "head_infer_seconds_per_1000": head_per_1000,
+        "infer_seconds_per_1000": ext["extract_seconds_per_1000"] + head_per_1000,
+        **ext,
+        "trainable_params": trainable,
+        "frozen_params": sum(ctx.store.frozen_params(m) for m in {s.model for s in specs}),
+        "hyperparameters": hyperparameters,
         "validation": {
             "n": val.get("n", 0),
             "accuracy": val.get("accuracy"),
@@ -178,21 +207,17 @@ def ours(ctx: Context, tr: np.ndarray, te: np.ndarray, seed: int) -> dict[str, A
         names = clf.predict([texts[i] for i in te])
         predict_seconds = time.perf_counter() - t0
     index = {c: i for i, c in enumerate(task.classes)}
-    pred = np.array([index[c] for c in names])
     specs = clf.recipe_.backbones
-    ext = timed_extraction(ctx, specs, len(tr) + len(te), len(te))
-    head_per_1000 = predict_seconds / max(len(te), 1) * 1000
-    val = clf.val_metrics_ or {}
-    return {
-        "pred": pred,
-        "train_seconds": clf.timings_["train_head"],
-        "selection_seconds": 0.0,
-        "head_infer_seconds_per_1000": head_per_1000,
-        "infer_seconds_per_1000": ext["extract_seconds_per_1000"] + head_per_1000,
-        **ext,
-        "trainable_params": clf.head_.n_parameters(),
-        "frozen_params": sum(ctx.store.frozen_params(m) for m in {s.model for s in specs}),
-        "hyperparameters": {
+    return head_result(
+        ctx,
+        specs,
+        pred=np.array([index[c] for c in names]),
+        n_full=len(tr) + len(te),
+        n_test=len(te),
+        train_seconds=clf.timings_["train_head"],
+        infer_seconds=predict_seconds,
+        trainable=clf.head_.n_parameters(),
+        hyperparameters={
             "api": "LLMEmbedClassifier.fit / predict",
             "recipe": clf.recipe_.name,
             "backbones": [s.to_dict() for s in specs],
@@ -203,13 +228,8 @@ def ours(ctx: Context, tr: np.ndarray, te: np.ndarray, seed: int) -> dict[str, A
             "timings": clf.timings_,
             "head_infer_note": "predict() through the API on cached test texts: cache reads + head",
         },
-        "validation": {
-            "n": val.get("n", 0),
-            "accuracy": val.get("accuracy"),
-            "macro_f1": val.get("macro_f1"),
-            "chooses": "best epoch (early stopping)" if val else "nothing (fixed epochs)",
-        },
-    }
+        val=clf.val_metrics_,
+    )
 
 
 def published_subset(
