@@ -102,12 +102,7 @@ def plot_accuracy(
         title=title,
     )
     legend.get_title().set_fontsize(11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def plot_cost(agg: dict[tuple[str, str], dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -160,12 +155,7 @@ def plot_cost(agg: dict[tuple[str, str], dict[str, Any]], path: str | os.PathLik
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def order(agg_keys: Iterable[str], groups: dict[str, str]) -> list[str]:
@@ -178,3 +168,15 @@ def order(agg_keys: Iterable[str], groups: dict[str, str]) -> list[str]:
         return (group, ladder.index(n) if n in ladder else len(ladder), n)
 
     return sorted(names, key=key)
+
+
+def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write a matplotlib figure to `path` as PNG atomically (creating its folder), close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path

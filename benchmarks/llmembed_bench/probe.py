@@ -137,8 +137,6 @@ def plot_probe(results: Sequence[ProbeResult], path: str | os.PathLike) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from .plots import save_png  # here: plots imports the methods, which import this module
+
+    return save_png(fig, path, dpi=120)
