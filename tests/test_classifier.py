@@ -1,22 +1,8 @@
 import numpy as np
 import pytest
 
-from llmembed import LLMEmbedClassifier, LLMEmbedError, Recipe, available_recipes, load_recipe
-from llmembed.backbones import BackboneSpec
-from llmembed.heads import HeadConfig
-from llmembed.training import TrainConfig
-
-
-def tiny_recipe(llama, bert) -> Recipe:
-    return Recipe(
-        name="tiny",
-        backbones=[
-            BackboneSpec(str(llama), layers="1,2,-1", pooling="mean_no_first", dtype="float32"),
-            BackboneSpec(str(bert), layers="-1", pooling="first", dtype="float32"),
-        ],
-        head=HeadConfig(proj_dim=16, hidden=[32], sigma=0.5, dropout=0.1),
-        train=TrainConfig(lr=1e-2, batch_size=8, max_epochs=40, patience=10, val_fraction=0.2),
-    )
+from llmembed import LLMEmbedClassifier, LLMEmbedError, available_recipes, load_recipe
+from llmembed.testing import tiny_recipe
 
 
 @pytest.fixture

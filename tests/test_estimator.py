@@ -20,10 +20,8 @@ from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import estimator_checks_generator
 from sklearn.utils.validation import check_is_fitted
 
-from llmembed import LLMEmbedClassifier, LLMEmbedError, Recipe
-from llmembed.backbones import BackboneSpec
+from llmembed import LLMEmbedClassifier, LLMEmbedError, Recipe, testing
 from llmembed.classifier import NOT_FITTED_MESSAGE, NotFittedError
-from llmembed.heads import HeadConfig
 from llmembed.io import validate_labels
 from llmembed.training import TrainConfig
 
@@ -31,15 +29,7 @@ FAST_TRAIN = {"max_epochs": 3, "patience": None}
 
 
 def tiny_recipe(llama, bert) -> Recipe:
-    return Recipe(
-        name="tiny",
-        backbones=[
-            BackboneSpec(str(llama), layers="1,2,-1", pooling="mean_no_first", dtype="float32"),
-            BackboneSpec(str(bert), layers="-1", pooling="first", dtype="float32"),
-        ],
-        head=HeadConfig(proj_dim=8, hidden=[16], sigma=0.5, dropout=0.0),
-        train=TrainConfig(lr=1e-2, batch_size=8, max_epochs=40, patience=10, val_fraction=0.2),
-    )
+    return testing.tiny_recipe(llama, bert, head={"proj_dim": 8, "hidden": [16], "dropout": 0.0})
 
 
 @pytest.fixture

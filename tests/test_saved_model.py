@@ -32,7 +32,7 @@ from llmembed.modelcard import (
     dumps,
     render_card,
 )
-from llmembed.training import TrainConfig
+from llmembed.testing import tiny_recipe
 
 runner = CliRunner()
 POS = ["good movie", "great film", "love this story", "best acting", "fun plot", "nice day"]
@@ -42,20 +42,12 @@ TEXTS, LABELS = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
 
 def recipe_for(llama: Path | str, bert: Path | str, llama_dtype: str = "float32") -> Recipe:
     """A tiny two-backbone recipe that trains in a second."""
-    return Recipe(
-        name="tiny",
-        backbones=[
-            BackboneSpec(
-                str(llama),
-                layers="1,2,-1",
-                pooling="mean_no_first",
-                max_length=64,
-                dtype=llama_dtype,
-            ),
-            BackboneSpec(str(bert), layers="-1", pooling="first", max_length=64, dtype="float32"),
-        ],
-        head=HeadConfig(proj_dim=16, hidden=[32], sigma=0.5, dropout=0.1),
-        train=TrainConfig(lr=1e-2, batch_size=8, max_epochs=4, patience=None, val_fraction=0.25),
+    return tiny_recipe(
+        llama,
+        bert,
+        train={"max_epochs": 4, "patience": None, "val_fraction": 0.25},
+        llama_dtype=llama_dtype,
+        max_length=64,
     )
 
 

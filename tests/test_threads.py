@@ -12,8 +12,7 @@ import pytest
 
 from llmembed import LLMEmbedClassifier
 from llmembed.backbones import Backbone, BackboneSpec
-from llmembed.testing import WORDS
-from tests.test_classifier import tiny_recipe
+from llmembed.testing import WORDS, tiny_recipe
 
 THREADS = 8
 CALLS = 24

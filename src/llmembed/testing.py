@@ -9,8 +9,12 @@ tokenizer over :data:`WORDS`. Their weights are random (seeded): they exercise t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["WORDS", "make_tiny_bert", "make_tiny_llama"]
+if TYPE_CHECKING:
+    from .recipes import Recipe
+
+__all__ = ["WORDS", "make_tiny_bert", "make_tiny_llama", "tiny_recipe"]
 
 WORDS = [
     "good",
@@ -109,3 +113,42 @@ def make_tiny_bert(folder: Path, layers: int = 2) -> Path:
     )
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+def tiny_recipe(
+    llama: str | Path,
+    bert: str | Path,
+    head: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    llama_dtype: str = "float32",
+    max_length: int | None = None,
+) -> Recipe:
+    """A two-backbone recipe over the tiny models (``llama`` layers 1, 2 and last with
+    mean_no_first, ``bert`` last layer with its first token) that trains in a second; ``head``
+    and ``train`` settings override the small defaults below."""
+    from .backbones import BackboneSpec
+    from .heads import HeadConfig
+    from .recipes import Recipe
+    from .training import TrainConfig
+
+    extra = {} if max_length is None else {"max_length": max_length}
+    head_cfg = {"proj_dim": 16, "hidden": [32], "sigma": 0.5, "dropout": 0.1, **(head or {})}
+    train_cfg = {
+        "lr": 1e-2,
+        "batch_size": 8,
+        "max_epochs": 40,
+        "patience": 10,
+        "val_fraction": 0.2,
+        **(train or {}),
+    }
+    return Recipe(
+        name="tiny",
+        backbones=[
+            BackboneSpec(
+                str(llama), layers="1,2,-1", pooling="mean_no_first", dtype=llama_dtype, **extra
+            ),
+            BackboneSpec(str(bert), layers="-1", pooling="first", dtype="float32", **extra),
+        ],
+        head=HeadConfig.from_dict(head_cfg),
+        train=TrainConfig.from_dict(train_cfg),
+    )
