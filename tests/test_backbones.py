@@ -293,3 +293,24 @@ def test_iter_embed_yields_every_text_once_matching_embed(tiny_llama):
         seen.extend(idx.tolist())
     assert sorted(seen) == list(range(len(texts)))
     assert list(bb.iter_embed([])) == []
+
+
+def test_template_wraps_the_text_and_keys_the_fingerprint(tiny_llama):
+    plain = Backbone(BackboneSpec(str(tiny_llama), dtype="float32"), device="cpu")
+    spec = BackboneSpec(str(tiny_llama), dtype="float32", template="this movie: {text} !")
+    prompted = Backbone(spec, device="cpu")
+    texts = ["good acting", "a {text} brace {0} stays"]
+    wrapped = [f"this movie: {t} !" for t in texts]
+    assert prompted.tokenize(texts) == plain.tokenize(wrapped)
+    np.testing.assert_array_equal(
+        prompted.embed(texts, progress=False), plain.embed(wrapped, progress=False)
+    )
+    assert prompted.fingerprint() != plain.fingerprint()
+    default = BackboneSpec(str(tiny_llama), dtype="float32", template="{text}")
+    assert Backbone(default, device="cpu").fingerprint() == plain.fingerprint()
+
+
+@pytest.mark.parametrize("template", ["no placeholder", "{text} and {text}", "{ text }"])
+def test_bad_template(template):
+    with pytest.raises(ConfigError, match="template must contain"):
+        BackboneSpec("m", template=template)

@@ -116,3 +116,15 @@ def test_overrides(tiny_llama, tiny_bert):
     )
     r = clf._resolved_recipe()
     assert r.head.fusion == "mean" and r.head.proj_dim == 16 and r.train.lr == 0.5
+
+
+def test_linear_head_fits_saves_and_loads(tiny_llama, tiny_bert, toy_texts, tmp_path):
+    texts, labels = toy_texts
+    recipe = tiny_recipe(tiny_llama, tiny_bert, head={"fusion": "linear"})
+    clf = LLMEmbedClassifier(recipe=recipe, verbose=False).fit(texts, labels)
+    assert clf.score(texts, labels) >= 0.8
+    assert clf.best_epoch_ == 0 and "C" in clf.history_[-1]
+    loaded = LLMEmbedClassifier.load(clf.save(tmp_path / "m"), device="cpu", verbose=False)
+    np.testing.assert_array_equal(loaded.predict_proba(texts), clf.predict_proba(texts))
+    assert loaded.recipe_.head.fusion == "linear"
+    assert loaded.recipe_.train.C == recipe.train.C

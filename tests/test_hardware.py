@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from llmembed import hardware
+from llmembed.errors import LLMEmbedError
 
 X86 = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -111,3 +113,53 @@ def test_usable_cores_without_affinity_or_cgroups(monkeypatch, tmp_path) -> None
 def test_usable_cores_here() -> None:
     n = hardware.usable_cores()
     assert 1 <= n <= (os.cpu_count() or 1)
+
+
+@pytest.fixture
+def fresh_policy(monkeypatch):
+    monkeypatch.delenv(hardware.THREADS_ENV, raising=False)
+    monkeypatch.setattr(hardware, "_policy", None)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("busy,cores,want", [(0.0, 2, 2), (0.6, 2, 1), (1.0, 2, 1), (7.0, 4, 1)])
+def test_default_threads_leaves_busy_cores_alone(fresh_policy, busy, cores, want):
+    fresh_policy.setattr(hardware, "busy_cores", lambda seconds=0.1: busy)
+    fresh_policy.setattr(hardware, "usable_cores", lambda: cores)
+    assert hardware.default_threads() == want
+
+
+def test_threads_env_wins_and_is_checked(fresh_policy):
+    fresh_policy.setenv(hardware.THREADS_ENV, "3")
+    assert hardware.default_threads() == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        fresh_policy.setenv(hardware.THREADS_ENV, bad)
+        with pytest.raises(LLMEmbedError, match="LLMEMBED_THREADS"):
+            hardware.default_threads()
+
+
+def test_torch_threads_sets_and_restores():
+    import torch
+
+    before = torch.get_num_threads()
+    with hardware.torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(LLMEmbedError, match="positive integer"), hardware.torch_threads(0):
+        pass
+
+
+def test_busy_cores_sees_another_busy_process():
+    import subprocess
+    import sys
+
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc/stat")
+    spin = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"]
+    )
+    try:
+        time.sleep(0.5)
+        assert hardware.busy_cores(0.5) >= 0.5  # the spinning process keeps one core busy
+    finally:
+        spin.kill()

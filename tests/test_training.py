@@ -78,3 +78,65 @@ def test_metrics_binary_and_multiclass():
     assert "positive_f1" not in m3
     assert m3["micro_f1"] == pytest.approx(0.75)
     assert set(m3["per_class"]) == {"0", "1", "2"}
+
+
+def test_linear_head_is_scikit_learns_logistic_regression():
+    """One C, no grid: the L-BFGS fit reaches scikit-learn's optimum on the same standardized
+    features (logits equal up to a per-row constant)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from llmembed.training import predict_logits
+
+    feats, y = _data(n=300)
+    cfg = TrainConfig(C=0.1, val_fraction=0.1, seed=1)
+    res = train_head(feats, y, 3, HeadConfig(fusion="linear"), cfg, progress=False)
+    tr, _ = split_validation(y, 0.1, 1)
+    flat = np.concatenate([f.reshape(len(y), -1) for f in feats], axis=1)
+    scaler = StandardScaler().fit(flat[tr])  # the head standardizes with the training part
+    sk = LogisticRegression(C=0.1, max_iter=5000, tol=1e-10).fit(scaler.transform(flat), y)
+    ours = predict_logits(res.head, [__import__("torch").as_tensor(f) for f in feats]).numpy()
+    theirs = sk.decision_function(scaler.transform(flat))
+    center = lambda a: a - a.mean(1, keepdims=True)  # noqa: E731
+    assert np.abs(center(ours) - center(theirs)).max() < 1e-2
+    assert res.best_epoch == 0 and res.history == [{"C": 0.1, "refit_rows": 300}]
+
+
+def test_linear_head_chooses_C_on_validation():
+    feats, y = _data(n=300)
+    res = train_head(feats, y, 3, HeadConfig(fusion="linear"), TrainConfig(), progress=False)
+    scores = [r for r in res.history if "val_accuracy" in r]
+    assert [r["C"] for r in scores] == sorted(TrainConfig().C_grid)
+    chosen = res.history[-1]["C"]
+    assert max(r["val_accuracy"] for r in scores) == next(
+        r["val_accuracy"] for r in scores if r["C"] == chosen
+    )
+    assert res.val_metrics["accuracy"] > 0.9
+    assert res.head.n_parameters() == (16 + 4) * 3 + 3  # one Linear on every vector
+
+
+def test_linear_head_grid_needs_a_validation_split():
+    feats, y = _data(n=60)
+    with pytest.raises(LLMEmbedError, match="val_fraction is 0"):
+        train_head(feats, y, 3, HeadConfig(fusion="linear"), TrainConfig(val_fraction=0))
+    res = train_head(
+        feats, y, 3, HeadConfig(fusion="linear"), TrainConfig(C=1.0, val_fraction=0), progress=False
+    )
+    assert res.history[-1] == {"C": 1.0, "refit_rows": 60}
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, [], [0.1, 0], "x"])
+def test_bad_C(bad):
+    with pytest.raises(LLMEmbedError, match="C must be"):
+        TrainConfig(C=bad)
+
+
+def test_linear_head_chooses_C_by_cross_validation():
+    feats, y = _data(n=120)
+    cfg = TrainConfig(C=[0.01, 1.0], C_folds=3, val_fraction=0.0)
+    res = train_head(feats, y, 3, HeadConfig(fusion="linear"), cfg, progress=False)
+    assert [r["C"] for r in res.history[:2]] == [0.01, 1.0]
+    assert res.val_metrics["n"] == len(y)  # every row scored once, out of fold
+    assert res.history[-1]["refit_rows"] == len(y)
+    with pytest.raises(LLMEmbedError, match="C_folds"):
+        TrainConfig(C_folds=1)

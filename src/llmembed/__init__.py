@@ -17,6 +17,7 @@ from .errors import (  # noqa: E402
     ModelLoadError,
 )
 from .heads import FusionHead, HeadConfig  # noqa: E402
+from .lexical import LexicalConfig  # noqa: E402
 from .metrics import classification_metrics  # noqa: E402
 from .recipes import Recipe, available_recipes, load_recipe  # noqa: E402
 from .training import TrainConfig, train_head  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "HeadConfig",
     "LLMEmbedClassifier",
     "LLMEmbedError",
+    "LexicalConfig",
     "ModelLoadError",
     "NotFittedError",
     "Recipe",

@@ -45,6 +45,7 @@ from .pooling import check_pooling, pool
 __all__ = [
     "DEFAULT_MAX_LENGTH",
     "EXTRACTION_VERSION",
+    "TEXT_FIELD",
     "Backbone",
     "BackboneSpec",
     "cpu_has_bf16",
@@ -55,6 +56,9 @@ __all__ = [
 
 # Bump when a change alters the vectors extraction produces, so old cache entries are not reused.
 EXTRACTION_VERSION = 1
+
+TEXT_FIELD = "{text}"
+"""Where the text goes in a backbone's ``template``; the default template is just this."""
 
 DEFAULT_MAX_LENGTH = 512
 """BackboneSpec's default truncation; lowered to the position limit of a model with fewer."""
@@ -87,6 +91,9 @@ class BackboneSpec(Settings):
         (``max_position_embeddings``) it is refused at load, except the default
         (:data:`DEFAULT_MAX_LENGTH`), which is lowered to the limit (a tiny model with 256
         positions works with the default spec); the fingerprint keeps the value written.
+    template: how a text is put to the model, ``{text}`` marking where it goes (e.g.
+        EmbeddingGemma's ``"task: classification | query: {text}"``, or a decoder prompt whose
+        last token sums the text up, read with ``last`` pooling). Part of the fingerprint.
     token_budget: padded tokens per batch (batches of short texts hold more texts); None picks
         2048 on CPU (small batches stay in cache: measured faster) and 32768 on CUDA.
 
@@ -95,6 +102,7 @@ class BackboneSpec(Settings):
     """
 
     table = "backbone setting"
+    quiet_defaults = ("template",)
 
     model: str
     layers: str = "-1"
@@ -102,6 +110,7 @@ class BackboneSpec(Settings):
     max_length: int = DEFAULT_MAX_LENGTH
     dtype: str = "auto"
     padding: str = "longest"
+    template: str = TEXT_FIELD
     token_budget: int | None = None
     max_batch_size: int = 256
 
@@ -116,6 +125,11 @@ class BackboneSpec(Settings):
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}"
+            )
+        if self.template.count(TEXT_FIELD) != 1:
+            raise ConfigError(
+                f"template must contain {TEXT_FIELD} exactly once (where the text goes), "
+                f"not {self.template!r}"
             )
         if self.max_length < 1 or (self.token_budget or 1) < 1 or self.max_batch_size < 1:
             raise ConfigError("max_length, token_budget and max_batch_size must be positive")
@@ -628,11 +642,16 @@ class Backbone:
             yield idx, ids, mask
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to the spec's max_length (special tokens added).
+        """Token ids of each text put in the spec's template, truncated to its max_length
+        (special tokens added).
 
         Thread-safe (one tokenization at a time per Backbone).
         """
         tokenizer = self.load()._tokenizer
+        template = self.spec.template
+        if template != TEXT_FIELD:
+            head, tail = template.split(TEXT_FIELD)
+            texts = [head + t + tail for t in texts]
         with self._tokenize_lock:
             return tokenizer(
                 texts, truncation=True, max_length=self.max_length, add_special_tokens=True

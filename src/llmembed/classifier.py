@@ -1,7 +1,8 @@
 """LLMEmbedClassifier: the public estimator, a scikit-learn classifier on raw texts.
 
 fit(texts, labels) extracts (cached) embeddings from the frozen backbones and trains the fusion
-head; predict / predict_proba / score work on raw texts. save_pretrained(dir) (alias save)
+head, with the TF-IDF lexical channel as one more input when the recipe's ``[lexical]`` table
+enables it; predict / predict_proba / score work on raw texts. save_pretrained(dir) (alias save)
 writes the head as safetensors, everything else as JSON with every backbone pinned, and a model
 card (format: :mod:`llmembed.modelcard`); from_pretrained(dir or hub repo id) (alias load)
 checks the pins and rebuilds it on any device. It follows scikit-learn's
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +32,10 @@ from . import modelcard
 from .backbones import Backbone, BackboneSpec
 from .cache import EmbeddingCache
 from .errors import ConfigError, DataError, LLMEmbedError
+from .hardware import torch_threads
 from .heads import HeadConfig
 from .io import validate_labels, validate_texts
+from .lexical import LexicalChannel, LexicalConfig, head_config
 from .metrics import classification_metrics
 from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
 from .recipes import Recipe, load_recipe
@@ -53,13 +57,24 @@ class NotFittedError(LLMEmbedError, sklearn.exceptions.NotFittedError):
     """
 
 
+def _with_threads(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an estimator method under ``torch_threads(self.threads)``."""
+
+    @functools.wraps(method)
+    def wrapper(self: LLMEmbedClassifier, *args: Any, **kwargs: Any) -> Any:
+        with torch_threads(self.threads):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _settings(value: Any, what: str) -> dict[str, Any]:
-    """A head / train parameter as a plain dict of settings (for ``head__<setting>``)."""
+    """A head / train / lexical parameter as a plain dict of settings (``head__<setting>``)."""
     if value is None:
         return {}
     if isinstance(value, dict):
         return dict(value)
-    if isinstance(value, (HeadConfig, TrainConfig)):
+    if isinstance(value, (HeadConfig, TrainConfig, LexicalConfig)):
         return value.to_dict()
     raise ValueError(
         f"cannot set {what}__<setting>: {what} is {value!r}, not a dict, a config or None"
@@ -84,6 +99,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         ``{"fusion": "mean"}``. ``set_params(head__fusion="mean")`` changes one setting.
     train : TrainConfig or dict, optional
         Like ``head``, for the training settings (``{"max_epochs": 50}``, ``train__lr=1e-3``).
+    lexical : LexicalConfig or dict, optional
+        Like ``head``, for the lexical channel (TF-IDF word / char n-grams scored by a linear
+        SVM, fused with the neural features): ``{"enabled": True}`` turns it on,
+        ``lexical__C=1.0`` changes one setting. Default: the recipe's ``[lexical]`` (off).
     cache_dir : str or path, optional
         Embedding cache folder (default: ``LLMEMBED_CACHE`` or ``~/.cache/llmembed/embeddings``).
     use_cache : bool, default=True
@@ -92,6 +111,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         Where the frozen backbones run: "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
     verbose : bool, default=True
         Progress bars for extraction and training.
+    threads : int, optional
+        torch threads for fit / predict / embed (the previous count is restored after). None:
+        ``LLMEMBED_THREADS`` if set, else the usable cores minus those other processes keep
+        busy (:func:`llmembed.hardware.default_threads`).
 
     Parameters are stored as given and checked by ``fit``.
 
@@ -110,10 +133,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     val_metrics_ : dict or None
         Validation metrics of the best epoch (None without a validation split).
     timings_ : dict of str to float
-        Seconds per stage of ``fit`` ("embed:<model>", "train_head"); later ``predict`` /
-        ``evaluate`` calls update the "embed:<model>" entries with their own extraction time.
+        Seconds per stage of ``fit`` ("embed:<model>", "lexical" when the channel is on,
+        "train_head"); later ``predict`` / ``evaluate`` calls update the "embed:<model>" and
+        "lexical" entries with their own extraction / scoring time.
     backbones_ : list of Backbone
         The frozen backbones of ``recipe_`` (read-only; built on first use, never pickled).
+    lexical_ : LexicalChannel or None
+        The fitted lexical channel (read-only); None when the recipe's lexical channel is off.
+        Its scores are the head's last input, and join the MLP's input raw too (``head_.config``
+        has their index in ``mean_of``; ``recipe_.head`` is left as given).
 
     Raises
     ------
@@ -140,19 +168,23 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         backbones: Sequence[BackboneSpec | dict | str] | None = None,
         head: HeadConfig | dict | None = None,
         train: TrainConfig | dict | None = None,
+        lexical: LexicalConfig | dict | None = None,
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
         device: str = "auto",
         verbose: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.recipe = recipe
         self.backbones = backbones
         self.head = head
         self.train = train
+        self.lexical = lexical
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.device = device
         self.verbose = verbose
+        self.threads = threads
 
     # -- scikit-learn protocol -----------------------------------------------------------------
     def __sklearn_tags__(self) -> Tags:
@@ -175,14 +207,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     def set_params(self, **params: Any) -> LLMEmbedClassifier:
         """Set parameters (as ``__init__`` names them); returns self.
 
-        Besides whole values (``head={"fusion": "mean"}``), ``head__<setting>=value`` and
-        ``train__<setting>=value`` change one setting of ``head`` / ``train`` (the others kept),
-        so ``GridSearchCV(param_grid={"head__fusion": ["cooc", "mean"]})`` works.
+        Besides whole values (``head={"fusion": "mean"}``), ``head__<setting>=value``,
+        ``train__<setting>=value`` and ``lexical__<setting>=value`` change one setting of
+        ``head`` / ``train`` / ``lexical`` (the others kept), so
+        ``GridSearchCV(param_grid={"head__fusion": ["cooc", "mean"]})`` works.
         """
         plain: dict[str, Any] = {}
         for key, value in params.items():
             outer, sep, inner = key.partition("__")
-            if sep and outer in ("head", "train") and inner and "__" not in inner:
+            if sep and outer in ("head", "train", "lexical") and inner and "__" not in inner:
                 current = plain[outer] if outer in plain else getattr(self, outer)
                 plain[outer] = {**_settings(current, outer), inner: value}
             else:
@@ -237,7 +270,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                 raise ConfigError("backbones: the list is empty; give at least one backbone")
         head = self._config(self.head, "head", HeadConfig, recipe.head)
         train = self._config(self.train, "train", TrainConfig, recipe.train)
-        return Recipe(recipe.name, list(specs), head, train, recipe.description)
+        lexical = self._config(self.lexical, "lexical", LexicalConfig, recipe.lexical)
+        return Recipe(recipe.name, list(specs), head, train, recipe.description, lexical)
 
     @staticmethod
     def _config(value: Any, what: str, kind: type, base: Any) -> Any:
@@ -267,6 +301,16 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         return self._backbones_for(self.recipe_.backbones)
 
+    @property
+    def lexical_(self) -> LexicalChannel | None:
+        """The fitted lexical channel (None when the recipe's channel is off); read-only.
+
+        Kept privately (like ``backbones_``), so it is set only by fit and load.
+        Raises NotFittedError before fit/load.
+        """
+        self._check_fitted()
+        return self.__dict__.get("_lexical")
+
     def _check_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
             raise NotFittedError(NOT_FITTED_MESSAGE)
@@ -287,11 +331,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                 timings[f"embed:{bb.spec.model}"] = time.perf_counter() - t0
         return out
 
+    @_with_threads
     def embed(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Per-backbone embeddings, each [n_texts, n_vectors, width] (from the cache if there).
 
-        Uses the fitted ``recipe_`` once fitted (and records extraction time in ``timings_``),
-        the recipe given by the parameters before; it never makes the classifier look fitted.
+        Neural features only: the lexical channel's scores (``lexical_.transform(texts)``, the
+        head's last input when the channel is on) are not among them. Uses the fitted
+        ``recipe_`` once fitted (and records extraction time in ``timings_``), the recipe given
+        by the parameters before; it never makes the classifier look fitted.
         Raises LLMEmbedError for invalid texts or an invalid recipe.
         """
         texts = validate_texts(texts, where="texts")
@@ -301,6 +348,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         return self._extract(texts, self._backbones_for(recipe.backbones), None)
 
     # -- estimator API -------------------------------------------------------------------------
+    @_with_threads
     def fit(self, X: Sequence[str], y: Sequence[Any]) -> LLMEmbedClassifier:
         """Extract embeddings for the texts X and train the head on labels y; returns self.
 
@@ -320,18 +368,25 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         recipe = self._resolved_recipe()
         timings: dict[str, float] = {}
         features = self._extract(texts, self._backbones_for(recipe.backbones), timings)
+        channel = None
+        if recipe.lexical.enabled:  # after the backbones: head.mean_of indices are unaffected
+            t0 = time.perf_counter()
+            channel = LexicalChannel(recipe.lexical)
+            features.append(channel.fit_transform(texts, y_idx, len(classes), recipe.train.seed))
+            timings["lexical"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = train_head(
             features,
             y_idx,
             len(classes),
-            recipe.head,
+            head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical raw
             recipe.train,
             device="cpu",
             progress=self.verbose,
         )
         timings["train_head"] = time.perf_counter() - t0
         self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
+        self._lexical = channel  # read as lexical_
         self.classes_ = classes
         self.recipe_ = recipe
         self.head_ = result.head
@@ -341,13 +396,21 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.timings_ = timings
         return self
 
+    @_with_threads
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         """Class probabilities [n, n_classes], columns in ``classes_`` order.
 
         Raises NotFittedError before fit/load, LLMEmbedError for invalid texts.
         """
         self._check_fitted()
-        feats = [torch.as_tensor(f) for f in self.embed(X)]
+        texts = validate_texts(X, where="texts")
+        arrays = self._extract(texts, self.backbones_, self.timings_)
+        channel = self.lexical_
+        if channel is not None:
+            t0 = time.perf_counter()
+            arrays.append(channel.transform(texts))
+            self.timings_["lexical"] = time.perf_counter() - t0
+        feats = [torch.as_tensor(f) for f in arrays]
         return torch.softmax(predict_logits(self.head_, feats), dim=1).numpy()
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
@@ -385,10 +448,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         """Write the fitted model to a folder: head.safetensors, llmembed.json, README.md.
 
         No pickle: the head is safetensors, everything else JSON (format in
-        :mod:`llmembed.modelcard`) plus a human-readable model card. Every backbone is pinned:
-        its content fingerprint (the embedding cache's), resolved source, dtype, absolute
-        layers and width; a ``dtype = "auto"`` is written as the dtype it resolved to here, so
-        another machine extracts the same way. Loads the backbones if they are not loaded.
+        :mod:`llmembed.modelcard`) plus a human-readable model card; a lexical channel adds
+        lexical.safetensors (idf vectors, SVM weights) and lexical.json (vocabularies). Every
+        backbone is pinned: its content fingerprint (the embedding cache's), resolved source,
+        dtype, absolute layers and width; a ``dtype = "auto"`` is written as the dtype it
+        resolved to here, so another machine extracts the same way. Loads the backbones if they
+        are not loaded.
 
         Takes: the folder (created if needed). Returns: the folder as a Path.
         Raises: NotFittedError before fit/load; ModelLoadError / ConfigError when a backbone
@@ -403,7 +468,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         saved = modelcard.SavedModel(
             recipe=dataclasses.replace(self.recipe_, backbones=specs),
             classes=[c.item() if hasattr(c, "item") else c for c in self.classes_],
-            shapes=list(self.head_.shapes),
+            shapes=list(self.head_.shapes[: len(specs)]),  # per backbone; lexical's is derived
             backbones=pins,
             versions=modelcard.package_versions(),
             n_train=self.__dict__.get("_n_train"),
@@ -411,7 +476,9 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             val_metrics=modelcard.summary_metrics(self.val_metrics_),
         )
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
-        return modelcard.write_saved_model(path, saved, state)
+        channel = self.lexical_
+        lexical = channel.state() if channel is not None else None
+        return modelcard.write_saved_model(path, saved, state, lexical=lexical)
 
     save = save_pretrained  # the short name, kept
 
@@ -425,14 +492,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         verbose: bool = True,
         check_backbones: bool = True,
         revision: str | None = None,
+        threads: int | None = None,
     ) -> LLMEmbedClassifier:
         """Load a model written by save_pretrained(); works on CPU whatever device trained it.
 
         Takes: ``path``, a saved-model folder, or a Hugging Face hub repo id (``owner/name``)
         when no such folder exists (downloaded with ``huggingface_hub.snapshot_download`` at
-        ``revision``); the estimator parameters ``device``, ``cache_dir``, ``use_cache`` and
-        ``verbose``; ``check_backbones``: load every backbone now and refuse one whose
-        fingerprint differs from the one recorded at save time (swapped weights, edited
+        ``revision``); the estimator parameters ``device``, ``cache_dir``, ``use_cache``,
+        ``verbose`` and ``threads``; ``check_backbones``: load every backbone now and refuse
+        one whose fingerprint differs from the one recorded at save time (swapped weights, edited
         layers, a zoo name resolving elsewhere, another dtype). False skips the check (and
         loads the backbones lazily, at first use).
         Returns: the fitted classifier.
@@ -443,15 +511,18 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         folder = modelcard.resolve_folder(path, revision)
         saved = modelcard.read_saved_model(folder)
         head = modelcard.load_head(folder, saved)
+        channel = modelcard.load_lexical(folder, saved)
         clf = cls(
             recipe=saved.recipe,
             cache_dir=cache_dir,
             use_cache=use_cache,
             device=device,
             verbose=verbose,
+            threads=threads,
         )
         clf._backbone_pool = {}
         clf._n_train = saved.n_train
+        clf._lexical = channel
         clf.classes_ = np.asarray(saved.classes)
         clf.recipe_ = saved.recipe
         clf.head_ = head

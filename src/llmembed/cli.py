@@ -39,6 +39,10 @@ CacheDir = Annotated[
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(help="torch threads (default: LLMEMBED_THREADS, else the idle cores)."),
+]
 CheckBackbones = Annotated[
     bool,
     typer.Option(
@@ -90,6 +94,7 @@ def embed(
     cache_dir: CacheDir = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the cache.")] = False,
     device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Extract pooled hidden states (texts x layers x width) of one model."""
@@ -99,6 +104,7 @@ def embed(
 
         from .backbones import Backbone, BackboneSpec
         from .cache import EmbeddingCache
+        from .hardware import torch_threads
         from .io import read_table
 
         texts, _ = read_table(input, text_col=text_col)
@@ -106,11 +112,12 @@ def embed(
             BackboneSpec(model, layers=layers, pooling=pooling, max_length=max_length, dtype=dtype),
             device=device,
         )
-        emb = (
-            bb.embed(texts, progress=not quiet)
-            if no_cache
-            else EmbeddingCache(cache_dir).embed(bb, texts, progress=not quiet)
-        )
+        with torch_threads(threads):
+            emb = (
+                bb.embed(texts, progress=not quiet)
+                if no_cache
+                else EmbeddingCache(cache_dir).embed(bb, texts, progress=not quiet)
+            )
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix == ".npy":
             np.save(output, emb)
@@ -155,6 +162,7 @@ def train(
     label_col: LabelCol = "label",
     cache_dir: CacheDir = None,
     device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a classifier on a labelled file (or a benchmark) and save it as a folder."""
@@ -169,9 +177,7 @@ def train(
         if dataset:
             ds = load_benchmark(dataset, data_dir)
             if ds.is_cv:
-                raise LLMEmbedError(
-                    f"{dataset}: {ds.note}; it has no training split to train on"
-                )
+                raise LLMEmbedError(f"{dataset}: {ds.note}; it has no training split to train on")
             texts, labels, test = ds.train_texts, ds.train_labels, (ds.test_texts, ds.test_labels)
         elif train_file is not None:
             texts, labels = read_table(train_file, text_col=text_col, label_col=label_col)
@@ -180,7 +186,7 @@ def train(
         if test_file is not None:
             test = read_table(test_file, text_col=text_col, label_col=label_col)
         clf = LLMEmbedClassifier(
-            recipe=recipe, cache_dir=cache_dir, device=device, verbose=not quiet
+            recipe=recipe, cache_dir=cache_dir, device=device, verbose=not quiet, threads=threads
         )
         clf.fit(texts, labels)
         clf.save(out)
@@ -215,6 +221,7 @@ def evaluate(
     label_col: LabelCol = "label",
     cache_dir: CacheDir = None,
     device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
     check_backbones: CheckBackbones = True,
 ) -> None:
@@ -231,6 +238,7 @@ def evaluate(
             cache_dir=cache_dir,
             verbose=not quiet,
             check_backbones=check_backbones,
+            threads=threads,
         )
         classes = [str(c) for c in clf.classes_]
         metrics = _metrics_as_strings(labels, [str(p) for p in clf.predict(texts)], classes)
@@ -263,6 +271,7 @@ def predict(
     text_col: TextCol = "text",
     cache_dir: CacheDir = None,
     device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
     check_backbones: CheckBackbones = True,
 ) -> None:
@@ -279,6 +288,7 @@ def predict(
             cache_dir=cache_dir,
             verbose=not quiet,
             check_backbones=check_backbones,
+            threads=threads,
         )
         probs = clf.predict_proba(texts)
         labels = clf.classes_[probs.argmax(1)]

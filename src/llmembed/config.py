@@ -19,6 +19,10 @@ class Settings:
     """Mixin for configuration dataclasses: ``from_dict`` refuses unknown keys, ``to_dict``."""
 
     table: ClassVar[str] = "setting"  # what an error message calls one key, e.g. "head setting"
+    # Settings added after the first release: left out of to_dict while at their default, so
+    # the dicts (and the cache fingerprints, saved models and benchmark records keyed by them)
+    # of configurations that do not use them stay what they were.
+    quiet_defaults: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -34,5 +38,13 @@ class Settings:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict (the recipe table they came from)."""
-        return asdict(self)  # type: ignore[call-overload]
+        """The settings as a plain dict (the recipe table they came from), without the
+        :attr:`quiet_defaults` that are at their default value."""
+        out = asdict(self)  # type: ignore[call-overload]
+        defaults = {f.name: f for f in fields(self)}  # type: ignore[arg-type]
+        for name in self.quiet_defaults:
+            f = defaults[name]
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            if out[name] == default:
+                del out[name]
+        return out

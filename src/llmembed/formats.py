@@ -17,7 +17,6 @@ from .errors import DataError
 BINARY_LABELS = ["negative", "positive"]  # SST-2 and MR: index = the files' 0/1
 
 
-
 def decode(data: bytes, encoding: str, where: str) -> str:
     """`data` decoded as `encoding`; DataError naming `where` when it is not."""
     try:

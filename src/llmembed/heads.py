@@ -4,7 +4,9 @@ The co-occurrence head generalizes LLMEmbed's: every layer vector of every backb
 a common width (Linear + ReLU + Dropout), stacked into X [n, d], fused by co-occurrence pooling
 P = X X^T with power normalization 2*sigmoid(sigma*P) - 1, concatenated with the mean of one
 backbone's raw layer vectors, and classified by an MLP. Simple fusions (mean, max, concat of the
-projected vectors) replace the co-occurrence step for ablations.
+projected vectors) replace the co-occurrence step for ablations. The ``linear`` head is a
+multinomial logistic regression on every standardized layer vector, concatenated: nothing is
+projected, and :func:`llmembed.training.train_head` fits it in closed loop by L-BFGS (seconds).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from torch import nn
 from .config import Settings
 from .errors import ConfigError
 
-FUSIONS = ("cooc", "mean", "max", "concat")
+FUSIONS = ("cooc", "mean", "max", "concat", "linear")
 
 
 @dataclass
 class HeadConfig(Settings):
     """Head architecture.
 
-    fusion: "cooc" (the paper), or "mean" / "max" / "concat" of the projected vectors.
+    fusion: "cooc" (the paper), or "mean" / "max" / "concat" of the projected vectors, or
+        "linear": logistic regression on the standardized vectors concatenated (proj_dim, sigma,
+        mean_of, hidden and dropout do not apply).
     proj_dim: common width of projected vectors (paper: 1024).
     project_same_width: project vectors already proj_dim wide too (paper: False, they go in raw).
     sigma: power-normalization scale.
@@ -57,14 +61,12 @@ class HeadConfig(Settings):
             raise ConfigError("proj_dim must be positive")
         self.hidden = [int(h) for h in self.hidden]
 
-
     @property
     def mean_indices(self) -> list[int]:
         """mean_of as a list."""
         if self.mean_of is None:
             return []
         return [self.mean_of] if isinstance(self.mean_of, int) else list(self.mean_of)
-
 
 
 def cooccurrence(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -86,13 +88,16 @@ class FusionHead(nn.Module):
         super().__init__()
         self.config = config = config or HeadConfig()
         self.shapes = [(int(n), int(w)) for n, w in shapes]
-        if any(not 0 <= i < len(self.shapes) for i in config.mean_indices):
+        if config.fusion != "linear" and any(
+            not 0 <= i < len(self.shapes) for i in config.mean_indices
+        ):
             raise ConfigError(
                 f"mean_of={config.mean_of} but there are {len(self.shapes)} backbones"
             )
         d = config.proj_dim
         self.projections = nn.ModuleList()
-        for n, w in self.shapes:
+        linear = config.fusion == "linear"
+        for n, w in [] if linear else self.shapes:
             self.projections.append(
                 nn.ModuleList(
                     nn.Identity()
@@ -105,11 +110,13 @@ class FusionHead(nn.Module):
             self.register_buffer(f"mean_{i}", torch.zeros(n, w))
             self.register_buffer(f"std_{i}", torch.ones(n, w))
         total = sum(n for n, _ in self.shapes)
-        fused = {"cooc": total * total, "mean": d, "max": d, "concat": total * d}[config.fusion]
-        fused += sum(self.shapes[i][1] for i in config.mean_indices)
+        if linear:
+            width = sum(n * w for n, w in self.shapes)
+        else:
+            width = {"cooc": total * total, "mean": d, "max": d, "concat": total * d}[config.fusion]
+            width += sum(self.shapes[i][1] for i in config.mean_indices)
         layers: list[nn.Module] = []
-        width = fused
-        for h in config.hidden:
+        for h in [] if linear else config.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout)]
             width = h
         layers.append(nn.Linear(width, n_classes))
@@ -138,6 +145,8 @@ class FusionHead(nn.Module):
                 (x - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
                 for i, x in enumerate(features)
             ]
+        if cfg.fusion == "linear":
+            return torch.cat([x.flatten(1) for x in features], dim=1)
         projected = [
             proj(x[:, j])
             for x, projs in zip(features, self.projections)

@@ -190,23 +190,17 @@ def validate_texts(texts: Sequence[object], where: str = "input") -> list[str]:
     Raises :class:`LLMEmbedError` naming ``where`` and the first offending index.
     """
     if isinstance(texts, (str, bytes)):
-        raise DataError(
-            f"{where}: expected a list of strings, got a single {type(texts).__name__}"
-        )
+        raise DataError(f"{where}: expected a list of strings, got a single {type(texts).__name__}")
     try:
         items = list(texts)
     except TypeError as e:
-        raise DataError(
-            f"{where}: expected a list of strings, got {type(texts).__name__}"
-        ) from e
+        raise DataError(f"{where}: expected a list of strings, got {type(texts).__name__}") from e
     if not items:
         raise DataError(f"{where}: no texts (empty list)")
     out: list[str] = []
     for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise DataError(
-                f"{where}: item {i} is a {type(t).__name__} ({t!r:.60}), not a string"
-            )
+            raise DataError(f"{where}: item {i} is a {type(t).__name__} ({t!r:.60}), not a string")
         if not t.strip():
             raise DataError(f"{where}: item {i} is empty or whitespace-only")
         out.append(str(t))

@@ -2,18 +2,29 @@
 
 A saved model is a folder (written by :meth:`LLMEmbedClassifier.save_pretrained`)::
 
-    head.safetensors   the trained head: weights and standardization buffers (no pickle)
-    llmembed.json      everything else: recipe, classes, shapes, backbone pins, versions, metrics
-    README.md          a human-readable model card (recipe, classes, data, metrics, licenses)
+    head.safetensors     the trained head: weights and standardization buffers (no pickle)
+    llmembed.json        everything else: recipe, classes, shapes, backbone pins, versions, metrics
+    README.md            a human-readable model card (recipe, classes, data, metrics, licenses)
+    lexical.safetensors  only with the lexical channel (``recipe.lexical.enabled``): its arrays,
+                         ``<analyzer>.idf`` per analyzer, ``svm.coef``, ``svm.intercept``
+    lexical.json         only with the lexical channel: ``config`` (equal to ``recipe.lexical``),
+                         ``n_classes`` and ``vocabularies`` (per analyzer: n-gram -> column)
+
+``llmembed.json`` is written last: a folder holding it is complete. The lexical files are kept
+out of it because vocabularies run to hundreds of thousands of n-grams.
 
 ``llmembed.json`` (format 2) is a JSON object with these fields:
 
 * ``format_version`` (int): 2. A folder without it is format 1 (no backbone pins).
 * ``versions`` (object): ``llmembed``, ``torch``, ``transformers`` and ``python`` versions.
 * ``recipe`` (object): the recipe the head was trained with, every backbone's ``dtype``
-  pinned to the one extraction resolved to at save time (``auto`` differs between machines).
+  pinned to the one extraction resolved to at save time (``auto`` differs between machines);
+  its ``lexical`` table is there only when it differs from the default (channel off).
 * ``classes`` (list): the labels in ``predict_proba`` column order (strings or numbers).
-* ``shapes`` (list of ``[n_vectors, width]``): the head's input shape per backbone.
+* ``shapes`` (list of ``[n_vectors, width]``): the head's input shape per backbone. With the
+  lexical channel the head has one more input, last, of shape ``[1, width]`` (width: the number
+  of classes, or 1 for two classes), which also joins ``recipe.head.mean_of`` (see
+  :func:`llmembed.lexical.head_config`); both are derived, not stored.
 * ``backbones`` (list of objects, one per recipe backbone): ``model``, ``reference`` (the
   resolved source: a folder, a ``.gguf`` file or a hub id), ``fingerprint`` (the content
   fingerprint the embedding cache uses), ``dtype``, ``layers`` (absolute hidden-state indices),
@@ -41,10 +52,12 @@ from . import __version__
 from .errors import LLMEmbedError, ModelLoadError
 from .files import atomic_path, atomic_write_text
 from .heads import FusionHead, HeadConfig
+from .lexical import LexicalChannel, LexicalConfig, head_config, output_width
 from .recipes import Recipe
 from .training import TrainConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from .backbones import Backbone
@@ -53,12 +66,15 @@ __all__ = [
     "CARD_NAME",
     "CONFIG_NAME",
     "FORMAT_VERSION",
+    "LEXICAL_CONFIG_NAME",
+    "LEXICAL_WEIGHTS_NAME",
     "WEIGHTS_NAME",
     "BackbonePin",
     "SavedModel",
     "check_backbones",
     "dumps",
     "load_head",
+    "load_lexical",
     "package_versions",
     "read_saved_model",
     "render_card",
@@ -71,6 +87,8 @@ FORMAT_VERSION = 2
 CONFIG_NAME = "llmembed.json"
 WEIGHTS_NAME = "head.safetensors"
 CARD_NAME = "README.md"
+LEXICAL_WEIGHTS_NAME = "lexical.safetensors"
+LEXICAL_CONFIG_NAME = "lexical.json"
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "micro_f1", "positive_f1")
 OPT_OUT = (
     "LLMEmbedClassifier.from_pretrained(path, check_backbones=False) (CLI: --no-check-backbones)"
@@ -131,6 +149,20 @@ class SavedModel:
     n_train: int | None = None
     best_epoch: int | None = None
     val_metrics: dict[str, Any] | None = None
+
+    @property
+    def head_shapes(self) -> list[tuple[int, int]]:
+        """The head's input shapes: one per backbone, then (1, width) for the lexical channel."""
+        shapes = list(self.shapes)
+        if self.recipe.lexical.enabled:
+            shapes.append((1, output_width(len(self.classes))))
+        return shapes
+
+    @property
+    def head_config(self) -> HeadConfig:
+        """The head architecture built: ``recipe.head``, with the lexical channel's input in
+        ``mean_of`` when it is on (:func:`llmembed.lexical.head_config`)."""
+        return head_config(self.recipe.head, len(self.recipe.backbones), self.recipe.lexical)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written as ``llmembed.json`` (always the current format)."""
@@ -217,19 +249,41 @@ def dumps(obj: Any, indent: str = "") -> str:
 
 
 def write_saved_model(
-    folder: str | Path, saved: SavedModel, state: dict[str, torch.Tensor]
+    folder: str | Path,
+    saved: SavedModel,
+    state: dict[str, torch.Tensor],
+    lexical: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a saved-model folder: head.safetensors, README.md, then llmembed.json (last).
+    """Write a saved-model folder: head.safetensors, the lexical files, README.md, then
+    llmembed.json (last: its presence marks a complete folder).
 
-    Takes: the folder (created if needed), the :class:`SavedModel` and the head's state dict
-    (CPU, contiguous tensors). Returns: the folder. Raises: OSError when it cannot be written.
+    Takes: the folder (created if needed), the :class:`SavedModel`, the head's state dict
+    (CPU, contiguous tensors) and, when ``saved.recipe.lexical.enabled``, the lexical channel's
+    :meth:`~llmembed.lexical.LexicalChannel.state` (arrays, JSON-able dict); lexical files
+    left by an earlier model in the folder are removed when there is none.
+    Returns: the folder. Raises: OSError when it cannot be written; ValueError when ``lexical``
+    is given without ``recipe.lexical.enabled`` or missing with it.
     """
+    from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file
 
+    if (lexical is not None) != saved.recipe.lexical.enabled:
+        raise ValueError(
+            "write_saved_model: give the lexical channel's state exactly when "
+            "recipe.lexical.enabled is true"
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "llmembed_format": "2"})
+    if lexical is not None:
+        arrays, meta = lexical
+        with atomic_path(folder / LEXICAL_WEIGHTS_NAME) as tmp:
+            save_numpy(arrays, str(tmp), metadata={"format": "np", "llmembed_format": "2"})
+        atomic_write_text(folder / LEXICAL_CONFIG_NAME, dumps(meta) + "\n")
+    else:
+        for name in (LEXICAL_WEIGHTS_NAME, LEXICAL_CONFIG_NAME):
+            (folder / name).unlink(missing_ok=True)
     atomic_write_text(folder / CARD_NAME, render_card(saved))
     atomic_write_text(folder / CONFIG_NAME, dumps(saved.to_dict()) + "\n")
     return folder
@@ -282,6 +336,24 @@ def render_card(saved: SavedModel) -> str:
         )
     versions = ", ".join(f"{k} {v}" for k, v in saved.versions.items()) or "not recorded"
     head = r.head
+    lex = r.lexical
+    if lex.enabled:
+        grams = " + ".join(
+            f"{name} {rng[0]}-{rng[1]}-grams"
+            for name, rng in (("word", lex.word_ngrams), ("char_wb", lex.char_ngrams))
+            if rng
+        )
+        lexical_lines = [
+            f"- lexical channel: TF-IDF {grams} (up to {lex.max_features:,} each, min_df "
+            f"{lex.min_df}), LinearSVC C {lex.C} scores as the head's last input (out-of-fold "
+            f"over {lex.folds} folds in training); stored in `{LEXICAL_WEIGHTS_NAME}` and "
+            f"`{LEXICAL_CONFIG_NAME}`",
+        ]
+        lexical_intro = [
+            "A lexical channel (TF-IDF n-grams scored by a linear SVM) is fused with them.",
+        ]
+    else:
+        lexical_lines, lexical_intro = [], []
     return "\n".join(
         [
             "---",
@@ -296,6 +368,7 @@ def render_card(saved: SavedModel) -> str:
             "head (LLMEmbed, Liu et al., ACL 2024) was trained on them. Only the head is stored",
             f"here (`{WEIGHTS_NAME}`); `{CONFIG_NAME}` holds the recipe, the classes and the",
             "backbone pins checked at load.",
+            *lexical_intro,
             "",
             "## Classes",
             "",
@@ -307,6 +380,7 @@ def render_card(saved: SavedModel) -> str:
             f"hidden {head.hidden}, sigma {head.sigma})",
             f"- data: {data}",
             f"- validation: {metrics}",
+            *lexical_lines,
             "",
             "## Backbones",
             "",
@@ -421,6 +495,7 @@ def _recipe(file: Path, data: Any) -> Recipe:
         _check_settings(file, f"recipe.backbones[{i}]", b, BackboneSpec)
     _check_settings(file, "recipe.head", data.get("head", {}), HeadConfig)
     _check_settings(file, "recipe.train", data.get("train", {}), TrainConfig)
+    _check_settings(file, "recipe.lexical", data.get("lexical", {}), LexicalConfig)
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
             raise _bad(file, f"recipe.{key}", f"expected a string, got {_short(data[key])}")
@@ -522,9 +597,10 @@ def read_saved_model(folder: str | Path) -> SavedModel:
 
     Takes: the folder. Returns: the :class:`SavedModel`.
     Raises: ModelLoadError, one line naming the file and the field, for a missing or unreadable
-    file, invalid JSON, a value of the wrong type, shapes that do not match the pins, or a format
-    newer than this llmembed reads. Warns (UserWarning) when a newer llmembed wrote it, and when
-    it is format 1 (no backbone pins to check).
+    file (the lexical files too, when the recipe has the channel on), invalid JSON, a value of the
+    wrong type, shapes that do not match the pins, or a format newer than this llmembed reads.
+    Warns (UserWarning) when a newer llmembed wrote it, and when it is format 1 (no backbone
+    pins to check).
     """
     folder = Path(folder)
     file = folder / CONFIG_NAME
@@ -567,6 +643,13 @@ def read_saved_model(folder: str | Path) -> SavedModel:
         if key not in data:
             raise _bad(file, key, "missing")
     recipe = _recipe(file, data["recipe"])
+    if recipe.lexical.enabled:
+        for name in (LEXICAL_WEIGHTS_NAME, LEXICAL_CONFIG_NAME):
+            if not (folder / name).is_file():
+                raise ModelLoadError(
+                    f"{folder / name}: missing; {CONFIG_NAME} has the lexical channel on "
+                    "(recipe.lexical.enabled) but the folder lacks its files (an incomplete copy?)"
+                )
     n_backbones = len(recipe.backbones)
     classes = _classes(file, data["classes"])
     shapes = _shapes(file, data["shapes"], n_backbones)
@@ -615,14 +698,16 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
     Takes: the folder and its :class:`SavedModel`. Returns: the head (CPU, eval mode).
     Raises: ModelLoadError (one line, naming the file) for a missing or corrupt file, a missing
     or extra tensor, or a tensor whose shape differs from what the recipe, shapes and classes in
-    ``llmembed.json`` give (another model's head).
+    ``llmembed.json`` give (another model's head). With the lexical channel on, the head has
+    one more input of shape (1, width) (:attr:`SavedModel.head_shapes`), also in ``mean_of``
+    (:attr:`SavedModel.head_config`).
     """
     from safetensors.torch import load_file
 
     file = Path(folder) / WEIGHTS_NAME
     config = Path(folder) / CONFIG_NAME
     try:
-        head = FusionHead(saved.shapes, len(saved.classes), saved.recipe.head)
+        head = FusionHead(saved.head_shapes, len(saved.classes), saved.head_config)
     except (LLMEmbedError, TypeError, ValueError, RuntimeError) as e:
         raise _bad(config, "recipe.head", f"cannot build the head ({e})") from None
     if not file.is_file():
@@ -653,6 +738,64 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
             raise ModelLoadError(f"{file}: tensor '{key}' is {state[key].dtype}, not floating")
     head.load_state_dict(state)
     return head.eval()
+
+
+def load_lexical(folder: str | Path, saved: SavedModel) -> LexicalChannel | None:
+    """Rebuild the lexical channel of ``saved`` from lexical.safetensors and lexical.json.
+
+    Takes: the folder and its :class:`SavedModel`. Returns: the channel, or None when the
+    recipe has it off (the files, if any, are not read).
+    Raises: ModelLoadError, one line naming the file, for a missing or corrupt file, invalid
+    JSON, settings that differ from ``recipe.lexical`` in llmembed.json, a class count that
+    differs from ``classes``, or arrays and vocabularies that do not fit each other.
+    """
+    from safetensors.numpy import load_file
+
+    if not saved.recipe.lexical.enabled:
+        return None
+    folder = Path(folder)
+    weights, meta_file = folder / LEXICAL_WEIGHTS_NAME, folder / LEXICAL_CONFIG_NAME
+    for file in (weights, meta_file):
+        if not file.is_file():
+            raise ModelLoadError(f"{file}: missing (the lexical channel's files)")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(_one_line(f"{meta_file}: cannot be read ({e})")) from None
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(_one_line(f"{meta_file}: not valid JSON ({e})")) from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(
+            f"{meta_file}: expected a JSON object with the fields 'config', 'n_classes' and "
+            f"'vocabularies', got a {type(meta).__name__}"
+        )
+    for key in ("config", "n_classes", "vocabularies"):
+        if key not in meta:
+            raise _bad(meta_file, key, "missing")
+    config = _check_settings(meta_file, "config", meta["config"], LexicalConfig)
+    if config != saved.recipe.lexical:
+        raise _bad(
+            meta_file,
+            "config",
+            f"differs from recipe.lexical in {CONFIG_NAME} (files of two different models?)",
+        )
+    if meta["n_classes"] != len(saved.classes):
+        raise _bad(
+            meta_file,
+            "n_classes",
+            f"{_short(meta['n_classes'])}, but {CONFIG_NAME} has {len(saved.classes)} classes "
+            "(files of two different models?)",
+        )
+    try:
+        arrays = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error type, or OSError
+        raise ModelLoadError(_one_line(f"{weights}: not a valid safetensors file ({e})")) from None
+    try:
+        return LexicalChannel.from_state(arrays, meta)
+    except (LLMEmbedError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ModelLoadError(
+            _one_line(f"{weights} / {meta_file}: not a valid lexical channel ({e})")
+        ) from None
 
 
 def check_backbones(folder: str | Path, saved: SavedModel, backbones: list[Backbone]) -> None:
@@ -700,11 +843,23 @@ def check_backbones(folder: str | Path, saved: SavedModel, backbones: list[Backb
         )
 
 
+def _wants_lexical(folder: Path) -> bool:
+    """Whether the folder's llmembed.json has the lexical channel on (False when unreadable:
+    read_saved_model reports that)."""
+    try:
+        data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        return data["recipe"]["lexical"]["enabled"] is True
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False
+
+
 def resolve_folder(path: str | Path, revision: str | None = None) -> Path:
     """A saved model's local folder: ``path`` itself, or a hub repo id downloaded to the cache.
 
     Takes: a folder, or a Hugging Face hub repo id (``owner/name``) when no such folder exists,
-    and an optional hub revision. Returns: the local folder.
+    and an optional hub revision. Returns: the local folder. From the hub, only the saved-model
+    files are fetched: llmembed.json, head.safetensors and README.md, then the lexical files
+    when that llmembed.json has the channel on (from the same snapshot commit).
     Raises: ModelLoadError for a path that is neither, or a download that fails (offline, no
     such repo, ...).
     """
@@ -722,11 +877,23 @@ def resolve_folder(path: str | Path, revision: str | None = None) -> Path:
     import huggingface_hub
 
     try:
-        local = huggingface_hub.snapshot_download(
-            repo_id=text,
-            revision=revision,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+        local = Path(
+            huggingface_hub.snapshot_download(
+                repo_id=text,
+                revision=revision,
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+            )
         )
+        if _wants_lexical(local):
+            # the snapshot folder is named by its commit: fetch the rest of that same commit
+            commit = local.name if re.fullmatch(r"[0-9a-f]{40}", local.name) else revision
+            local = Path(
+                huggingface_hub.snapshot_download(
+                    repo_id=text,
+                    revision=commit,
+                    allow_patterns=[LEXICAL_WEIGHTS_NAME, LEXICAL_CONFIG_NAME],
+                )
+            )
     except Exception as e:  # offline mode, no such repo, HTTP errors: one line, not a traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelLoadError(
@@ -735,4 +902,4 @@ def resolve_folder(path: str | Path, revision: str | None = None) -> Path:
                 f"({type(e).__name__}: {first})"
             )
         ) from None
-    return Path(local)
+    return local

@@ -1,5 +1,7 @@
 """Train a fusion head on cached embeddings: stratified validation split, early stopping with
-best-weights restore, Adam. Seeded: two runs on the same CPU give identical weights.
+best-weights restore, Adam. The linear head instead is a logistic regression fitted full-batch by
+L-BFGS, its L2 strength chosen on the validation split. Seeded: two runs on the same CPU give
+identical weights.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import Settings
@@ -31,12 +34,19 @@ class TrainConfig(Settings):
         (the published protocol, which also sets val_fraction = 0).
     monitor: validation score that picks the best epoch: accuracy, macro_f1 or loss.
     class_weight: None or "balanced" (weights inversely proportional to class frequency).
+    C: the linear head's inverse L2 strength, as in scikit-learn's LogisticRegression (loss =
+        C x summed cross-entropy + 0.5 |W|^2). A list is a grid: each value is fitted on the
+        training part, the best on the validation split wins and is refitted on all the data.
+    max_iter: L-BFGS iterations per fit of the linear head.
+    C_folds: 0 chooses the linear head's C on the validation split; k >= 2 by stratified
+        k-fold cross-validation over all training rows instead (k times the cost, steadier).
 
     Raises:
         ConfigError: an unknown monitor or class_weight, or val_fraction outside [0, 1).
     """
 
     table = "training setting"
+    quiet_defaults = ("C", "max_iter", "C_folds")
 
     lr: float = 1e-4
     batch_size: int = 64
@@ -47,8 +57,20 @@ class TrainConfig(Settings):
     class_weight: str | None = None
     monitor: str = "accuracy"
     seed: int = 0
+    C: float | list[float] = field(
+        default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+    )
+    max_iter: int = 200
+    C_folds: int = 0
 
     def __post_init__(self) -> None:
+        grid = self.C if isinstance(self.C, list) else [self.C]
+        if not grid or any(not isinstance(c, (int, float)) or c <= 0 for c in grid):
+            raise ConfigError(f"C must be a positive number or a list of them, not {self.C!r}")
+        if self.max_iter < 1:
+            raise ConfigError("max_iter must be positive")
+        if self.C_folds < 0 or self.C_folds == 1:
+            raise ConfigError("C_folds must be 0 (use the validation split) or at least 2")
         if self.monitor not in MONITORS:
             raise ConfigError(f"monitor must be one of {MONITORS}, not {self.monitor!r}")
         if self.class_weight not in (None, "balanced"):
@@ -56,13 +78,17 @@ class TrainConfig(Settings):
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)")
 
-
+    @property
+    def C_grid(self) -> list[float]:
+        """C as a list of floats (one value when C is a number)."""
+        return [float(c) for c in (self.C if isinstance(self.C, list) else [self.C])]
 
 
 @dataclass
 class TrainResult:
     """What :func:`train_head` returns: the trained head (best validation epoch restored), one
-    history record per epoch, the best epoch, its validation metrics and the training time."""
+    history record per epoch (per C for the linear head), the best epoch (0 for the linear
+    head: it has no epochs), its validation metrics and the training time."""
 
     head: FusionHead
     history: list[dict[str, float]] = field(default_factory=list)
@@ -108,7 +134,11 @@ def train_head(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> TrainResult:
-    """Fit a FusionHead on per-backbone features [n, n_vectors, width] and integer labels y."""
+    """Fit a FusionHead on per-backbone features [n, n_vectors, width] and integer labels y.
+
+    The MLP heads train by Adam with early stopping on the validation split; the linear head
+    (fusion "linear") by L-BFGS, see :func:`_fit_linear`.
+    """
     head_config = head_config or HeadConfig()
     config = config or TrainConfig()
     start = time.perf_counter()
@@ -121,15 +151,19 @@ def train_head(
     feats = [torch.as_tensor(f, dtype=torch.float32) for f in features]
     head = FusionHead([tuple(f.shape[1:]) for f in feats], n_classes, head_config)
     head.set_standardization([f[tr_idx] for f in feats])
-    head.to(device)
-    train_x = [f[tr_idx].to(device) for f in feats]
-    train_y = torch.as_tensor(y[tr_idx], device=device)
-    val_x = [f[va_idx].to(device) for f in feats]
     weight = None
     if config.class_weight == "balanced":
         counts = np.bincount(y[tr_idx], minlength=n_classes).astype(np.float64)
         w = len(tr_idx) / (n_classes * np.maximum(counts, 1))
         weight = torch.as_tensor(w, dtype=torch.float32, device=device)
+    head.to(device)
+    if head_config.fusion == "linear":
+        result = _fit_linear(head, feats, y, tr_idx, va_idx, config, weight, device, progress)
+        result.seconds = time.perf_counter() - start
+        return result
+    train_x = [f[tr_idx].to(device) for f in feats]
+    train_y = torch.as_tensor(y[tr_idx], device=device)
+    val_x = [f[va_idx].to(device) for f in feats]
     # fused Adam: one kernel for all parameters (measured ~30% faster per step on CPU).
     opt = torch.optim.Adam(
         head.parameters(),
@@ -183,3 +217,119 @@ def train_head(
     head.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fit_linear(
+    head: FusionHead,
+    feats: list[torch.Tensor],
+    y: np.ndarray,
+    tr_idx: np.ndarray,
+    va_idx: np.ndarray,
+    config: TrainConfig,
+    weight: torch.Tensor | None,
+    device: torch.device,
+    progress: bool,
+) -> TrainResult:
+    """Logistic regression on the head's (fixed, standardized) features, full batch, L-BFGS.
+
+    Each C of the grid, from the strongest regularization to the weakest (warm-started from the
+    previous solution), is fitted on the training part and scored on the held-out rows: the
+    validation split, or with ``C_folds`` >= 2 every row once, out of fold (stratified k-fold
+    on all rows: a steadier choice than one small split). The best C is refitted on all rows.
+    One C fits all rows directly.
+
+    Raises:
+        ConfigError: a grid of several C but neither a validation split nor C_folds.
+    """
+    grid = sorted(config.C_grid)
+    if len(grid) > 1 and config.C_folds >= 2:
+        from sklearn.model_selection import StratifiedKFold
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            kfold = StratifiedKFold(config.C_folds, shuffle=True, random_state=config.seed)
+            splits = list(kfold.split(y, y))
+    elif len(grid) > 1 and len(va_idx):
+        splits = [(tr_idx, va_idx)]
+    elif len(grid) > 1:
+        raise ConfigError(
+            f"C is a grid {grid} but val_fraction is 0: give one C, a validation fraction "
+            "or C_folds >= 2"
+        )
+    else:
+        splits = []
+    torch.manual_seed(config.seed)
+    with torch.no_grad():
+        x = torch.cat(
+            [head.fuse([f[s : s + 8192].to(device) for f in feats]) for s in range(0, len(y), 8192)]
+        )
+    target = torch.as_tensor(y, device=device)
+    layer = head.mlp[-1]
+    zero = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
+    result = TrainResult(head=head)
+    held = np.concatenate([va for _, va in splits]) if splits else np.zeros(0, dtype=np.int64)
+    logits = {c: torch.zeros((len(y), head.n_classes)) for c in grid} if splits else {}
+    starts: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+    bar = tqdm(total=len(grid) * len(splits), desc="linear head: C", disable=not progress)
+    for fit, val in splits:
+        params = zero
+        for c in grid:
+            params = _lbfgs(x[fit], target[fit], params, c, weight, config.max_iter)
+            logits[c][val] = (x[val] @ params[0].T + params[1]).cpu()
+            starts.setdefault(c, params)
+            bar.update()
+    bar.close()
+    best = (-np.inf, grid[0])
+    for c in grid if splits else []:
+        pred = logits[c][held].argmax(1).numpy()
+        m = classification_metrics(y[held], pred, labels=range(head.n_classes))
+        loss = float(nn.functional.cross_entropy(logits[c][held], torch.as_tensor(y[held])))
+        record = {"C": c, "val_loss": loss, "val_accuracy": m["accuracy"]}
+        record["val_macro_f1"] = m["macro_f1"]
+        result.history.append(record)
+        score = -loss if config.monitor == "loss" else record[f"val_{config.monitor}"]
+        if score > best[0]:
+            best = (score, c)
+            result.val_metrics = m
+    c = best[1]
+    params = _lbfgs(x, target, starts.get(c, zero), c, weight, config.max_iter)
+    with torch.no_grad():
+        layer.weight.copy_(params[0])
+        layer.bias.copy_(params[1])
+    result.history.append({"C": c, "refit_rows": len(y)})
+    head.eval()
+    return result
+
+
+def _lbfgs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: tuple[torch.Tensor, torch.Tensor],
+    c: float,
+    weight: torch.Tensor | None,
+    max_iter: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimize mean cross-entropy + |W|^2 / (2 C n) (scikit-learn's objective divided by C n)
+    from ``start``; returns (W, b)."""
+    w = start[0].clone().requires_grad_(True)
+    b = start[1].clone().requires_grad_(True)
+    l2 = 1.0 / (c * len(x))
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=10,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(x @ w.T + b, y, weight=weight)
+        loss = loss + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()

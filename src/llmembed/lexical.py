@@ -1,0 +1,414 @@
+"""The lexical channel: TF-IDF word and character n-grams, scored by a linear SVM, as one more
+input of the fusion head.
+
+On topic data such as Reuters (R8 / R52) single words decide many labels, and a sparse linear
+model over n-grams is hard to beat. The channel turns it into a dense feature the head fuses with
+the frozen backbones' vectors: per text, the decision scores of a ``LinearSVC`` trained on the
+hstacked TF-IDF matrices (word n-grams and ``char_wb`` n-grams), one score per class (one in
+all for two classes), as an array ``[n_texts, 1, width]``.
+
+The scores are the head's last input, after every backbone's (so ``mean_of`` indices keep their
+meaning), and they always join the MLP's input raw as well (:func:`head_config` adds their index
+to ``mean_of``): fused only through the co-occurrence products (or averaged among the projected
+layer vectors by ``mean`` / ``max``), a handful of decisive scores are drowned by hundreds of
+neural dimensions.
+
+On the training texts the scores are **out of fold** (each text scored by an SVM that did not
+see it): in-sample scores are near-perfect margins, and a head trained on them would learn to
+trust the channel far more than it deserves on new texts. The final SVM, fitted on all training
+texts, scores new ones.
+
+A fitted channel is saved without pickle: :meth:`LexicalChannel.state` gives numeric arrays (the
+idf vectors, the SVM's coefficients and intercepts; written as safetensors) and a JSON-able dict
+(settings, vocabularies, class count); :meth:`LexicalChannel.from_state` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .config import Settings
+from .errors import ConfigError, DataError
+from .heads import HeadConfig
+
+__all__ = ["ANALYZERS", "LexicalChannel", "LexicalConfig", "head_config", "output_width"]
+
+ANALYZERS = ("word", "char")  # the vectorizers, in their column order in the TF-IDF matrix
+_ANALYZER_KIND = {"word": "word", "char": "char_wb"}  # names in TfidfVectorizer's terms
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_range(name: str, value: Any) -> list[int]:
+    """An n-gram range setting: ``[]`` (analyzer off) or ``[lo, hi]`` with 1 <= lo <= hi."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"lexical {name} must be a list [min_n, max_n] (e.g. [1, 2]) or [] to turn that "
+            f"analyzer off, not {value!r}"
+        )
+    if len(value) == 0:
+        return []
+    if len(value) != 2 or not all(_is_int(v) for v in value) or not 1 <= value[0] <= value[1]:
+        raise ConfigError(
+            f"lexical {name} must be [min_n, max_n] with integers 1 <= min_n <= max_n (e.g. "
+            f"[1, 2]), or [] to turn that analyzer off, not {list(value)!r}"
+        )
+    return [int(value[0]), int(value[1])]
+
+
+@dataclass
+class LexicalConfig(Settings):
+    """The lexical channel's settings (the recipe's optional ``[lexical]`` table).
+
+    enabled: add the channel to the head's inputs (default off: neural features only).
+    word_ngrams: ``[min_n, max_n]`` of the word analyzer; ``[]`` turns it off.
+    char_ngrams: ``[min_n, max_n]`` of the ``char_wb`` analyzer (character n-grams inside word
+        boundaries); ``[]`` turns it off.
+    max_features: the most frequent n-grams kept, per analyzer.
+    min_df: n-grams in fewer training texts are dropped.
+    sublinear_tf: term frequency 1 + log(tf) instead of tf.
+    C: the ``LinearSVC``'s inverse regularization strength.
+    folds: folds of the out-of-fold scores of the training texts.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range, or both analyzers off.
+    """
+
+    table = "lexical setting"
+
+    enabled: bool = False
+    word_ngrams: list[int] = field(default_factory=lambda: [1, 2])
+    char_ngrams: list[int] = field(default_factory=lambda: [2, 5])
+    max_features: int = 100000
+    min_df: int = 2
+    sublinear_tf: bool = True
+    C: float = 0.5
+    folds: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "sublinear_tf"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"lexical {name} must be true or false, not {getattr(self, name)!r}"
+                )
+        self.word_ngrams = _check_range("word_ngrams", self.word_ngrams)
+        self.char_ngrams = _check_range("char_ngrams", self.char_ngrams)
+        if not self.word_ngrams and not self.char_ngrams:
+            raise ConfigError(
+                "lexical word_ngrams and char_ngrams are both []: give at least one n-gram "
+                "range (e.g. word_ngrams = [1, 2])"
+            )
+        if not _is_int(self.max_features) or self.max_features < 1:
+            raise ConfigError(
+                f"lexical max_features must be a positive integer (n-grams kept per analyzer, "
+                f"e.g. 100000), not {self.max_features!r}"
+            )
+        if not _is_int(self.min_df) or self.min_df < 1:
+            raise ConfigError(
+                f"lexical min_df must be an integer >= 1 (the fewest training texts an n-gram "
+                f"must appear in, e.g. 2), not {self.min_df!r}"
+            )
+        c = self.C
+        if (
+            isinstance(c, bool)
+            or not isinstance(c, (int, float))
+            or not (math.isfinite(c) and c > 0)
+        ):
+            raise ConfigError(f"lexical C must be a positive number (e.g. 0.5), not {c!r}")
+        self.C = float(c)
+        if not _is_int(self.folds) or self.folds < 2:
+            raise ConfigError(f"lexical folds must be an integer >= 2 (e.g. 5), not {self.folds!r}")
+
+    @property
+    def analyzers(self) -> list[str]:
+        """The analyzers turned on, of :data:`ANALYZERS`, in column order."""
+        ranges = {"word": self.word_ngrams, "char": self.char_ngrams}
+        return [a for a in ANALYZERS if ranges[a]]
+
+
+def output_width(n_classes: int) -> int:
+    """Width of the channel's output: one score per class, or one in all for two classes.
+
+    Takes: the number of classes (>= 2). Returns: the width.
+    """
+    return 1 if n_classes == 2 else int(n_classes)
+
+
+def head_config(head: HeadConfig, n_backbones: int, lexical: LexicalConfig) -> HeadConfig:
+    """The head architecture actually built for a recipe: ``head``, plus, when the lexical
+    channel is on, its input (index ``n_backbones``) in ``mean_of``, so its scores reach the MLP
+    raw (standardized) besides the fusion. The linear head already takes every input raw.
+
+    Takes: the recipe's head settings, its number of backbones and its lexical settings.
+    Returns: ``head`` itself when nothing changes, else a copy (``head`` is not modified).
+    """
+    if not lexical.enabled or head.fusion == "linear" or n_backbones in head.mean_indices:
+        return head
+    return replace(head, mean_of=[*head.mean_indices, n_backbones])
+
+
+class LexicalChannel:
+    """TF-IDF n-grams + LinearSVC scores, as a feature array ``[n_texts, 1, width]``.
+
+    Built unfitted from a :class:`LexicalConfig`; :meth:`fit_transform` fits it, or
+    :meth:`from_state` rebuilds a fitted one. ``transform`` is read-only (thread-safe).
+    """
+
+    def __init__(self, config: LexicalConfig | None = None) -> None:
+        self.config = config or LexicalConfig()
+        self.vectorizers: dict[str, Any] = {}
+        self.coef: np.ndarray | None = None  # [width, n_features] float32
+        self.intercept: np.ndarray | None = None  # [width] float32
+        self.n_classes: int | None = None
+
+    # -- building blocks -----------------------------------------------------------------------
+    def _vectorizer(self, analyzer: str) -> Any:
+        """An unfitted TfidfVectorizer for one analyzer, with this channel's settings."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        cfg = self.config
+        ngrams = cfg.word_ngrams if analyzer == "word" else cfg.char_ngrams
+        return TfidfVectorizer(
+            analyzer=_ANALYZER_KIND[analyzer],
+            ngram_range=(ngrams[0], ngrams[1]),
+            lowercase=True,
+            max_features=cfg.max_features,
+            min_df=cfg.min_df,
+            sublinear_tf=cfg.sublinear_tf,
+            dtype=np.float64,
+        )
+
+    def _matrix(self, texts: Sequence[str]) -> Any:
+        """The hstacked sparse TF-IDF matrix [n, n_features] of texts (fitted vectorizers)."""
+        import scipy.sparse as sp
+
+        return sp.hstack(
+            [self.vectorizers[a].transform(texts) for a in self.config.analyzers], format="csr"
+        )
+
+    def _svm(self, seed: int) -> Any:
+        from sklearn.svm import LinearSVC
+
+        return LinearSVC(C=self.config.C, dual="auto", random_state=seed)
+
+    @staticmethod
+    def _scores(x: Any, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+        """Decision scores [n, width] of a linear model: x @ coef.T + intercept, float32."""
+        return np.asarray(x @ coef.T, dtype=np.float32) + intercept
+
+    def _fit_rows(self, x: Any, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
+        """(coef [width, n_features], intercept [width]) of an SVM fitted on ``rows``, in the
+        global class columns.
+
+        A class missing from ``rows`` scores -1 (the SVM's "not this class" margin) whatever the
+        text; rows of one class only score it +1 and the others -1.
+        """
+        n_classes = self.n_classes or 2
+        width = output_width(n_classes)
+        present = np.unique(y[rows])
+        coef = np.zeros((width, x.shape[1]), dtype=np.float32)
+        intercept = np.full(width, -1.0, dtype=np.float32)
+        if len(present) == 1:  # nothing to fit: every text looks like the one class seen
+            if n_classes == 2:
+                intercept[0] = 1.0 if present[0] == 1 else -1.0
+            else:
+                intercept[present[0]] = 1.0
+            return coef, intercept
+        svm = self._svm(seed).fit(x[rows], y[rows])
+        if n_classes == 2 or len(present) == n_classes:
+            return svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
+        if len(present) == 2:  # one row: positive for present[1], negative for present[0]
+            coef[present[1]], intercept[present[1]] = svm.coef_[0], svm.intercept_[0]
+            coef[present[0]], intercept[present[0]] = -svm.coef_[0], -svm.intercept_[0]
+        else:
+            coef[present], intercept[present] = svm.coef_, svm.intercept_
+        return coef, intercept
+
+    # -- fitting and scoring -------------------------------------------------------------------
+    def fit_transform(
+        self, texts: Sequence[str], y_idx: np.ndarray, n_classes: int, seed: int = 0
+    ) -> np.ndarray:
+        """Fit on the training texts; returns their out-of-fold scores, float32 [n, 1, width].
+
+        Takes: the training texts, their labels as integers 0..n_classes-1, the number of
+        classes (>= 2), and the seed of the fold split and the SVM (same seed, same output).
+        The vectorizers are fitted on all the texts; the folds are stratified
+        (``StratifiedKFold``, which spreads a class rarer than ``folds`` over as many folds
+        as it has texts), or plain shuffled ``KFold`` when every class is rarer than ``folds``
+        (never more folds than texts). The final SVM is then fitted on all the texts.
+        Raises: DataError when the settings leave no n-gram (too few texts for ``min_df``).
+        """
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        texts = list(texts)
+        y = np.asarray(y_idx, dtype=np.int64)
+        if (
+            n_classes < 2
+            or len(y) != len(texts)
+            or (len(y) and not 0 <= y.min() <= y.max() < n_classes)
+        ):
+            raise ConfigError(
+                f"lexical channel: expected one label in 0..{n_classes - 1} per text and at "
+                f"least 2 classes, got {len(y)} labels for {len(texts)} texts"
+            )
+        self.n_classes = int(n_classes)
+        self.vectorizers = {}
+        for analyzer in self.config.analyzers:
+            vec = self._vectorizer(analyzer)
+            try:
+                vec.fit(texts)
+            except ValueError as e:  # "After pruning, no terms remain", "empty vocabulary", ...
+                raise DataError(
+                    " ".join(
+                        f"lexical channel: the {analyzer} analyzer keeps no n-gram of the "
+                        f"{len(texts)} training texts ({e}); lower [lexical] min_df (now "
+                        f"{self.config.min_df}) or turn that analyzer off with "
+                        f"{analyzer}_ngrams = []".split()
+                    )
+                ) from None
+            self.vectorizers[analyzer] = vec
+        x = self._matrix(texts)
+        folds = min(self.config.folds, len(texts))
+        counts = np.bincount(y, minlength=n_classes)
+        if counts.max() >= folds:  # rare classes (R52's) only make scikit-learn warn
+            splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        else:
+            splitter = KFold(folds, shuffle=True, random_state=seed)
+        oof = np.zeros((len(texts), output_width(n_classes)), dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            splits = list(splitter.split(np.zeros(len(y)), y))
+        for train, test in splits:
+            oof[test] = self._scores(x[test], *self._fit_rows(x, y, train, seed))
+        coef, intercept = self._fit_rows(x, y, np.arange(len(y)), seed)
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
+        return oof[:, None, :]
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        """Scores of the final SVM, float32 [n, 1, width].
+
+        Raises: ConfigError when the channel is not fitted (neither fit_transform nor
+        from_state).
+        """
+        if self.coef is None or self.intercept is None:
+            raise ConfigError("lexical channel: not fitted; call fit_transform() first")
+        return self._scores(self._matrix(list(texts)), self.coef, self.intercept)[:, None, :]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The head's input shape for this channel: (1, width). Raises ConfigError unfitted."""
+        if self.n_classes is None:
+            raise ConfigError("lexical channel: not fitted; call fit_transform() first")
+        return (1, output_width(self.n_classes))
+
+    # -- saving without pickle -----------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The fitted channel as (arrays, JSON-able dict), for :meth:`from_state`.
+
+        Returns: arrays ``<analyzer>.idf`` (float64, per analyzer), ``svm.coef`` (float32
+        [width, n_features]) and ``svm.intercept`` (float32 [width]); and ``config`` (the
+        settings), ``n_classes`` and ``vocabularies`` (per analyzer: n-gram -> column).
+        Raises: ConfigError when the channel is not fitted.
+        """
+        if self.coef is None or self.intercept is None or self.n_classes is None:
+            raise ConfigError("lexical channel: not fitted; nothing to save")
+        arrays = {
+            f"{a}.idf": np.ascontiguousarray(self.vectorizers[a].idf_, dtype=np.float64)
+            for a in self.config.analyzers
+        }
+        arrays["svm.coef"] = self.coef
+        arrays["svm.intercept"] = self.intercept
+        vocabularies = {
+            a: {str(term): int(i) for term, i in sorted(self.vectorizers[a].vocabulary_.items())}
+            for a in self.config.analyzers
+        }
+        meta = {
+            "config": self.config.to_dict(),
+            "n_classes": self.n_classes,
+            "vocabularies": vocabularies,
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> LexicalChannel:
+        """Rebuild a fitted channel from :meth:`state`'s output (its transform is identical).
+
+        Takes: the arrays and the JSON-able dict. Returns: the channel.
+        Raises: ConfigError naming what is wrong: bad settings, a missing or extra array or
+        vocabulary, a vocabulary that is not a term -> column map over 0..size-1, or an array
+        whose shape, dtype or values (non-finite) do not fit the vocabularies and class count.
+        """
+        if not isinstance(meta, dict) or set(meta) != {"config", "n_classes", "vocabularies"}:
+            raise ConfigError(
+                "lexical state: expected an object with the fields 'config', 'n_classes' and "
+                "'vocabularies'"
+            )
+        if not isinstance(meta["config"], dict):
+            raise ConfigError("lexical state: 'config' is not an object")
+        config = LexicalConfig.from_dict(meta["config"])
+        n_classes = meta["n_classes"]
+        if not _is_int(n_classes) or n_classes < 2:
+            raise ConfigError(
+                f"lexical state: n_classes must be an integer >= 2, not {n_classes!r}"
+            )
+        vocabularies = meta["vocabularies"]
+        analyzers = config.analyzers
+        if not isinstance(vocabularies, dict) or sorted(vocabularies) != sorted(analyzers):
+            raise ConfigError(
+                f"lexical state: expected vocabularies for the analyzers {analyzers}, got "
+                f"{sorted(vocabularies) if isinstance(vocabularies, dict) else vocabularies!r}"
+            )
+        expected = {*(f"{a}.idf" for a in analyzers), "svm.coef", "svm.intercept"}
+        if not isinstance(arrays, dict) or set(arrays) != expected:
+            got = sorted(arrays) if isinstance(arrays, dict) else arrays
+            raise ConfigError(f"lexical state: expected the arrays {sorted(expected)}, got {got}")
+        for name, array in arrays.items():
+            if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+                raise ConfigError(f"lexical state: array '{name}' is not a floating-point array")
+            if not np.isfinite(array).all():
+                raise ConfigError(f"lexical state: array '{name}' holds non-finite values")
+        channel = cls(config)
+        channel.n_classes = n_classes
+        total = 0
+        for a in analyzers:
+            vocab = vocabularies[a]
+            if not isinstance(vocab, dict) or not all(
+                isinstance(t, str) and _is_int(i) for t, i in vocab.items()
+            ):
+                raise ConfigError(f"lexical state: vocabulary '{a}' is not an n-gram -> column map")
+            if sorted(vocab.values()) != list(range(len(vocab))) or not vocab:
+                raise ConfigError(
+                    f"lexical state: vocabulary '{a}' columns are not 0..{len(vocab) - 1}, "
+                    "each once"
+                )
+            idf = arrays[f"{a}.idf"]
+            if idf.shape != (len(vocab),):
+                raise ConfigError(
+                    f"lexical state: array '{a}.idf' has shape {list(idf.shape)}, but vocabulary "
+                    f"'{a}' has {len(vocab)} n-grams"
+                )
+            vec = channel._vectorizer(a)
+            vec.vocabulary_ = dict(vocab)
+            vec.idf_ = np.asarray(idf, dtype=np.float64)  # the setter builds the TfidfTransformer
+            channel.vectorizers[a] = vec
+            total += len(vocab)
+        width = output_width(n_classes)
+        coef, intercept = arrays["svm.coef"], arrays["svm.intercept"]
+        if coef.shape != (width, total) or intercept.shape != (width,):
+            raise ConfigError(
+                f"lexical state: svm.coef / svm.intercept have shapes {list(coef.shape)} / "
+                f"{list(intercept.shape)}, but {n_classes} classes and {total} n-grams give "
+                f"{[width, total]} / {[width]}"
+            )
+        channel.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        channel.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
+        return channel
