@@ -91,11 +91,14 @@ def test_load_missing_folder(tmp_path):
 
 
 def test_shipped_recipes():
-    assert {"cpu", "paper"} <= set(available_recipes())
+    assert {"cpu", "cpu-fusion", "paper"} <= set(available_recipes())
     paper = load_recipe("paper")
     assert [b.layers for b in paper.backbones] == ["-5:", "-1", "-1"]
     assert paper.head.proj_dim == 1024 and not paper.head.project_same_width
-    assert load_recipe("cpu").backbones[0].model == "smollm2-135m"
+    cpu = load_recipe("cpu")
+    assert cpu.backbones[0].model == "embeddinggemma-300m" and cpu.backbones[0].template != "{text}"
+    assert cpu.head.fusion == "linear" and cpu.lexical.enabled
+    assert load_recipe("cpu-fusion").backbones[0].model == "smollm2-135m"
 
 
 def test_recipe_file_and_errors(tmp_path):

@@ -35,10 +35,15 @@ class Context:
     """What a method needs to run on one task."""
 
     task: Task
-    recipe: Recipe
+    recipe: Recipe  # the fusion recipe the published ladder and the ablations start from
     paper: Recipe
     store: FeatureStore
     options: dict[str, Any] = field(default_factory=dict)
+    ours: Recipe | None = None  # the recipe of "ours" (None: ``recipe``)
+
+    @property
+    def ours_recipe(self) -> Recipe:
+        return self.ours or self.recipe
 
     @property
     def backbone_names(self) -> list[str]:
@@ -57,11 +62,19 @@ class Method:
     config: Callable[[Recipe], dict[str, Any]] | None = None  # more of what it depends on
 
 
-def method_config(method: Method, recipe: Recipe, paper: Recipe, options: dict) -> dict:
-    """Everything a method's result depends on besides data and seed (hashed into records)."""
+def method_config(
+    method: Method, recipe: Recipe, paper: Recipe, options: dict, ours: Recipe | None = None
+) -> dict:
+    """Everything a method's result depends on besides data and seed (hashed into records).
+
+    The fusion recipe counts without its name and description (they change no result); the
+    recipe of ours (``ours``, default ``recipe``) counts whole."""
     cfg: dict[str, Any] = {"method": method.name, "schema": SCHEMA}
     if "recipe" in method.uses:
-        cfg["recipe"] = recipe.to_dict()
+        content = recipe.to_dict()
+        cfg["recipe"] = {k: v for k, v in content.items() if k not in ("name", "description")}
+    if "ours" in method.uses:
+        cfg["ours"] = (ours or recipe).to_dict()
     if "paper" in method.uses:
         cfg["paper"] = paper.to_dict()
         cfg["published_max_length"] = options.get("published_max_length", PUBLISHED_MAX_LENGTH)

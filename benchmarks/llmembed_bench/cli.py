@@ -81,7 +81,10 @@ def reproduce(
         typer.Option(help="Where results.md and plots/ go (default: the repository's docs/)."),
     ] = None,
     data_dir: DataDir = None,
-    recipe: Annotated[str, typer.Option(help="Recipe of 'ours'.")] = "cpu",
+    recipe: Annotated[
+        str, typer.Option(help="Fusion recipe of the published ladder and the ablations.")
+    ] = "cpu-fusion",
+    ours: Annotated[str, typer.Option(help="Recipe of 'ours'.")] = "cpu",
     n_train: Annotated[int | None, typer.Option(help="Stratified train subset size.")] = None,
     n_test: Annotated[int | None, typer.Option(help="Stratified test subset size.")] = None,
     train_threads: Annotated[
@@ -129,6 +132,7 @@ def reproduce(
             data_dir=data_dir,
             device=device,
             recipe=recipe,
+            ours=ours,
             n_train=n_train,
             n_test=n_test,
             progress=not quiet,
@@ -185,6 +189,10 @@ def probe(
     data_dir: DataDir = None,
     n: Annotated[int, typer.Option(help="Train texts used (stratified subset).")] = 4000,
     max_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 256,
+    template: Annotated[
+        str, typer.Option(help="Prompt template, {text} where the text goes.")
+    ] = "{text}",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds on the train subset.")] = 5,
     poolings: Annotated[str, typer.Option(help="Comma-separated poolings to compare.")] = (
         "mean,mean_no_first,last"
     ),
@@ -198,7 +206,7 @@ def probe(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Linear probe on every layer and pooling of MODEL (validation split carved from train)."""
+    """Linear probe on every layer and pooling of MODEL (k-fold cross-validation on train)."""
     from llmembed.datasets import load_benchmark
 
     from .probe import plot_probe, probe_layers
@@ -218,6 +226,8 @@ def probe(
             dataset=dataset,
             poolings=poolings.split(","),
             max_length=max_length,
+            template=template,
+            folds=folds,
             cache_dir=cache_dir,
             device=device,
             progress=not quiet,

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from llmembed.backbones import Backbone, BackboneSpec, parse_layers
-from llmembed.cache import EmbeddingCache
+from llmembed.backbones import TEXT_FIELD, Backbone, BackboneSpec, parse_layers
+from llmembed.cache import EmbeddingCache, text_key
 from llmembed.introspect import model_info
 
 from .jsonio import write_json
@@ -29,7 +29,7 @@ def num_hidden_states(model: str) -> int:
     return model_info(model).num_hidden_states
 
 
-_SPEC_KEYS = ("model", "pooling", "max_length", "padding", "dtype")
+_SPEC_KEYS = ("model", "pooling", "max_length", "padding", "dtype", "template")
 
 
 def _group_key(spec: BackboneSpec) -> tuple:
@@ -38,7 +38,8 @@ def _group_key(spec: BackboneSpec) -> tuple:
 
 def spec_label(spec: BackboneSpec) -> str:
     pad = "" if spec.padding == "longest" else f", pad {spec.padding}"
-    return f"{spec.model}[{spec.layers}; {spec.pooling}; {spec.max_length}{pad}]"
+    prompt = "" if spec.template == TEXT_FIELD else f", template {spec.template!r}"
+    return f"{spec.model}[{spec.layers}; {spec.pooling}; {spec.max_length}{pad}{prompt}]"
 
 
 def layer_grid(n_states: int) -> list[int]:
@@ -76,6 +77,7 @@ class FeatureStore:
         self._arrays: dict[tuple, np.ndarray] = {}
         self._partial: dict[tuple, np.ndarray] = {}
         self._reuse: dict[tuple, list[int]] = {}
+        self._written: dict[tuple, str] = {}  # (key, layers) -> layer string of a cached folder
         self.extract_log: dict[str, dict[str, Any]] = {}
         self._rates: dict[str, dict[str, Any]] = {}
         self._params: dict[str, int] = {}
@@ -118,7 +120,7 @@ class FeatureStore:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 continue
-            spec = meta.get("spec", {})
+            spec = {"template": TEXT_FIELD, **meta.get("spec", {})}  # entries from before templates
             layers = meta.get("layers") or []
             same = all(spec.get(k) == getattr(base, k) for k in _SPEC_KEYS)
             if not same or not want <= set(layers):
@@ -126,17 +128,31 @@ class FeatureStore:
             chunks = len(list(meta_path.parent.glob("chunk-*.safetensors")))
             if chunks <= best_chunks:
                 continue
-            candidate = replace(base, layers=",".join(map(str, layers)))
-            try:  # the folder must be exactly this spec (same weights, dtype, version)
-                if Backbone(candidate, device=self.device).fingerprint() != meta_path.parent.name:
-                    continue
+            # The folder must be exactly this spec (same weights, dtype, version), its layers
+            # written as the writer wrote them ("-1" and "12" are the same hidden state).
+            written = {str(spec.get("layers")), ",".join(map(str, layers))}
+            try:
+                match = next(
+                    (
+                        w
+                        for w in sorted(written)
+                        if Backbone(replace(base, layers=w), device=self.device).fingerprint()
+                        == meta_path.parent.name
+                    ),
+                    None,
+                )
             except Exception:  # noqa: BLE001 - an unusable entry is simply not reused
                 continue
+            if match is None:
+                continue
             best, best_chunks = list(layers), chunks
+            self._written[(key, tuple(best))] = match
         return best
 
     def superset_spec(self, key: tuple) -> BackboneSpec:
-        return replace(self._specs[key], layers=",".join(map(str, self.superset_layers(key))))
+        layers = self.superset_layers(key)
+        written = self._written.get((key, tuple(layers)), ",".join(map(str, layers)))
+        return replace(self._specs[key], layers=written)
 
     def get(self, spec: BackboneSpec, rows: np.ndarray | None = None) -> np.ndarray:
         """[n_texts, n_vectors, width] for `spec` (layer-major, as Backbone.embed).
@@ -183,6 +199,16 @@ class FeatureStore:
             log(f"extracted {spec_label(sup)} for {cache.last_misses} texts in {seconds:.0f}s")
         self._params.setdefault(sup.model, bb.n_parameters())
         return arr
+
+    def fill_exact(self, spec: BackboneSpec) -> int:
+        """Write `spec`'s own cache entries for every text of the task from its superset
+        extraction (layers sliced), so that ``LLMEmbedClassifier`` with exactly this spec
+        finds them and runs no forward pass. Returns the rows written (0 when all were there).
+        """
+        bb = Backbone(spec, device=self.device)
+        cache = EmbeddingCache(self.root / self.task.group)
+        keys = [text_key(t) for t in self.task.texts]
+        return cache.add(bb.fingerprint(), keys, self.get(spec), meta=bb.describe())
 
     def release(self) -> None:
         self._arrays.clear()
@@ -233,4 +259,3 @@ class FeatureStore:
             return
         self.rates_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.rates_path, {"rates": self._rates, "frozen_params": self._params})
-

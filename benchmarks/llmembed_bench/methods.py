@@ -23,6 +23,7 @@ from .peers import lr_embedding, setfit, standard_embedding_spec, tfidf_svm
 from .probe import ridge_probe
 from .settings import (
     FUSIONS,
+    LR_PEER_MODELS,
     PAPER_MAX_LENGTH,
     PUBLISHED_MAX_LENGTH,
     PUBLISHED_SUBSET,
@@ -189,13 +190,18 @@ def head_result(
 def ours(ctx: Context, tr: np.ndarray, te: np.ndarray, seed: int) -> dict[str, Any]:
     """The recipe as users run it: ``LLMEmbedClassifier.fit`` on the training texts and their
     class names, ``predict`` on the test texts, with the embedding cache of this task's group
-    (so a rerun does no forward pass). Only the seed differs from the recipe."""
+    (so a rerun does no forward pass), its entries for the recipe's exact specs filled from the
+    harness's superset extraction of the same settings. Only the seed differs from the
+    recipe."""
     from llmembed import LLMEmbedClassifier
 
     task = ctx.task
     texts = ctx.task.texts
+    recipe = ctx.ours_recipe
+    for spec in recipe.backbones:  # layers sliced from the superset, not recomputed
+        ctx.store.fill_exact(spec)
     clf = LLMEmbedClassifier(
-        recipe=ctx.recipe,
+        recipe=recipe,
         train={"seed": seed},
         cache_dir=ctx.store.root / task.group,
         device=ctx.store.device,
@@ -305,7 +311,7 @@ PUBLISHED_LADDER = [
     ("published-fix2-standardize", "+ standardized inputs"),
     ("published-fix3-early-stop", "+ validation split and early stopping"),
     ("published-fix4-masked-mean", "+ masked token mean, dynamic padding"),
-    ("llmembed-subset", "= ours (recipe layers and head) on the same subset"),
+    ("llmembed-subset", "= the fusion recipe (its layers and head) on the same subset"),
 ]
 
 
@@ -398,8 +404,9 @@ def build_methods(recipe: Recipe) -> list[Method]:
             "llmembed",
             "ours",
             "LLMEmbed, CPU default recipe (ours)",
-            recipe_specs,
+            lambda ctx: list(ctx.ours_recipe.backbones),
             ours,
+            uses=("ours",),
             config=lambda rec: {"api": "LLMEmbedClassifier"},
         ),
         Method(
@@ -411,17 +418,17 @@ def build_methods(recipe: Recipe) -> list[Method]:
             uses=(),
         ),
     ]
-    for spec in recipe.backbones:
-        needs, run = lr_embedding(spec.model)
+    for model in dict.fromkeys([*(b.model for b in recipe.backbones), *LR_PEER_MODELS]):
+        needs, run = lr_embedding(model)
         methods.append(
             Method(
-                f"lr-{_short(spec.model)}",
+                f"lr-{_short(model)}",
                 "peer",
-                f"logistic regression on {spec.model} sentence embedding",
+                f"logistic regression on {model} sentence embedding",
                 needs,
                 run,
                 uses=(),  # depends on the embedding only, not on the recipe's head
-                config=lambda rec, model=spec.model: {
+                config=lambda rec, model=model: {
                     "embedding": standard_embedding_spec(model, rec)[0].to_dict()
                 },
             )

@@ -99,31 +99,78 @@ def tfidf_svm(ctx: Context, tr, te, seed):
     }
 
 
-def standard_embedding_spec(model: str, recipe: Recipe) -> tuple[BackboneSpec, bool]:
-    """(spec, l2-normalize) of a backbone's standard sentence embedding: for a
-    sentence-transformers folder its own pooling / max_seq_length / Normalize; for a decoder
-    (no standard one) the recipe's token pooling of the last layer."""
+# sentence-transformers caps inputs at max_seq_length (EmbeddingGemma: 2048); the harness reads
+# at most this many tokens on CPU, so the LR peer shares the cached extraction of the recipe.
+MAX_PEER_TOKENS = 512
+
+
+def standard_embedding_spec(model: str, recipe: Recipe) -> tuple[BackboneSpec, list[str]]:
+    """(spec, post-processing) of a backbone's standard sentence embedding: for a
+    sentence-transformers folder its own pooling, max_seq_length (at most
+    :data:`MAX_PEER_TOKENS`), classification prompt (``config_sentence_transformers.json``) and
+    the modules after pooling (``Dense`` folders and ``Normalize``, applied by
+    :func:`apply_post`); for a decoder (no standard one) the recipe's token pooling of the last
+    layer and nothing after it."""
     from llmembed import zoo
 
     base = next((b for b in recipe.backbones if b.model == model), BackboneSpec(model))
     folder = Path(zoo.resolve(model))
-    if (folder / "modules.json").is_file():
-        modules = json.loads((folder / "modules.json").read_text())
-        normalize = any("Normalize" in m.get("type", "") for m in modules)
-        max_len = base.max_length
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            max_len = int(
-                json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
-            )
-        pooling = "mean"
-        for m in modules:
-            if "Pooling" in m.get("type", ""):
-                with contextlib.suppress(OSError, ValueError):
-                    cfg = json.loads((folder / m["path"] / "config.json").read_text())
-                    if cfg.get("pooling_mode_cls_token"):
-                        pooling = "first"
-        return replace(base, layers="-1", pooling=pooling, max_length=max_len), normalize
-    return replace(base, layers="-1"), False
+    if not (folder / "modules.json").is_file():
+        return replace(base, layers="-1"), []
+    modules = json.loads((folder / "modules.json").read_text())
+    max_len = base.max_length
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        max_len = int(
+            json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+        )
+    template = base.template
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        prompts = json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"]
+        template = prompts["Classification"] + "{text}"
+    pooling, post = "mean", []
+    for m in modules:
+        kind = m.get("type", "")
+        if "Pooling" in kind:
+            with contextlib.suppress(OSError, ValueError):
+                cfg = json.loads((folder / m["path"] / "config.json").read_text())
+                if cfg.get("pooling_mode_cls_token"):
+                    pooling = "first"
+        elif "Dense" in kind:
+            post.append(str(folder / m["path"]))
+        elif "Normalize" in kind:
+            post.append("normalize")
+    spec = replace(
+        base,
+        layers="-1",
+        pooling=pooling,
+        max_length=min(max_len, MAX_PEER_TOKENS),
+        template=template,
+    )
+    return spec, post
+
+
+def apply_post(x: np.ndarray, post: list[str]) -> np.ndarray:
+    """The sentence-transformers modules after pooling, in order: a ``Dense`` folder (its
+    weights: ``linear.weight`` / ``linear.bias``; identity activation, as EmbeddingGemma's) or
+    ``"normalize"`` (unit L2 norm).
+
+    Raises:
+        ValueError: a Dense module with an activation other than the identity.
+    """
+    from safetensors.numpy import load_file
+
+    for step in post:
+        if step == "normalize":
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            continue
+        cfg = json.loads((Path(step) / "config.json").read_text())
+        if not cfg.get("activation_function", "").endswith("Identity"):
+            raise ValueError(f"{step}: activation {cfg.get('activation_function')} not supported")
+        weights = load_file(str(Path(step) / "model.safetensors"))
+        x = x @ weights["linear.weight"].astype(np.float32).T
+        if "linear.bias" in weights:
+            x = x + weights["linear.bias"]
+    return x
 
 
 def lr_embedding(model: str):
@@ -135,10 +182,8 @@ def lr_embedding(model: str):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        spec, normalize = standard_embedding_spec(model, ctx.recipe)
-        x = ctx.store.get(spec)[:, 0]
-        if normalize:
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        spec, post = standard_embedding_spec(model, ctx.recipe)
+        x = apply_post(ctx.store.get(spec)[:, 0], post)
         xtr, ytr = x[tr], ctx.task.y[tr]
 
         def make(c):
@@ -146,9 +191,7 @@ def lr_embedding(model: str):
                 StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=seed)
             )
 
-        clf, c, rows, val_acc, selection, train_seconds = choose_and_fit(
-            make, xtr, ytr, LR_C, seed
-        )
+        clf, c, rows, val_acc, selection, train_seconds = choose_and_fit(make, xtr, ytr, LR_C, seed)
         t0 = time.perf_counter()
         pred = clf.predict(x[te])
         head_per_1000 = (time.perf_counter() - t0) / max(len(te), 1) * 1000
@@ -165,7 +208,7 @@ def lr_embedding(model: str):
             "frozen_params": ctx.store.frozen_params(model),
             "hyperparameters": {
                 "embedding": spec.to_dict(),
-                "l2_normalize": normalize,
+                "after_pooling": [Path(p).name for p in post],
                 "classifier": "StandardScaler + LogisticRegression(max_iter=1000)",
                 "C": c,
                 "grid": rows,

@@ -1,9 +1,9 @@
 """Linear probe on every layer and pooling of one backbone: which layers carry the task?
 
-All layers and poolings come from one (cached) forward pass per text. A standardized ridge
-classifier (closed form: milliseconds per fit, so every layer can be probed) is fitted per
-(layer, pooling) on a train subset and scored on a validation split carved from train, never
-on test. The result drives the default layer choice.
+All layers and poolings come from one (cached) forward pass per text, optionally through a
+prompt template. A standardized ridge classifier (closed form: milliseconds per fit, so every
+layer can be probed) is fitted per (layer, pooling) and scored by stratified k-fold
+cross-validation on a train subset, never on test. The result drives the default layer choice.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import RidgeClassifier
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
@@ -38,13 +38,15 @@ def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray) -> np.n
 
 @dataclass
 class ProbeResult:
-    """One row per (layer, pooling): validation accuracy and macro-F1."""
+    """One row per (layer, pooling): cross-validated accuracy (mean and std over the folds)
+    and macro-F1."""
 
     model: str
     dataset: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     n_train: int = 0
-    n_val: int = 0
+    folds: int = 0
+    template: str = "{text}"
     extract_seconds: float = 0.0
 
     def best(self, pooling: str | None = None) -> dict[str, Any]:
@@ -56,7 +58,8 @@ class ProbeResult:
             "model": self.model,
             "dataset": self.dataset,
             "n_train": self.n_train,
-            "n_val": self.n_val,
+            "folds": self.folds,
+            "template": self.template,
             "extract_seconds": self.extract_seconds,
             "rows": self.rows,
         }
@@ -69,41 +72,51 @@ def probe_layers(
     dataset: str = "",
     poolings: Sequence[str] = DEFAULT_POOLINGS,
     max_length: int = 256,
-    val_fraction: float = 0.25,
+    template: str = "{text}",
+    folds: int = 5,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> ProbeResult:
-    """Probe every hidden state of `model` with each pooling on (texts, labels)."""
+    """Probe every hidden state of `model` with each pooling on (texts, labels), the texts put
+    in `template`: `folds`-fold stratified cross-validation."""
     y = np.asarray(list(labels))
-    idx_tr, idx_va = train_test_split(
-        np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
+    spec = BackboneSpec(
+        model,
+        layers="all",
+        pooling=",".join(poolings),
+        max_length=max_length,
+        template=template,
     )
-    backbone = Backbone(
-        BackboneSpec(model, layers="all", pooling=",".join(poolings), max_length=max_length),
-        device=device,
-    )
+    backbone = Backbone(spec, device=device)
     t0 = time.perf_counter()
     emb = EmbeddingCache(cache_dir).embed(backbone, list(texts), progress=progress)
     result = ProbeResult(
         model,
         dataset,
-        n_train=len(idx_tr),
-        n_val=len(idx_va),
+        n_train=len(y),
+        folds=folds,
+        template=template,
         extract_seconds=time.perf_counter() - t0,
     )
     emb = emb.reshape(len(y), len(backbone.layer_indices), len(poolings), -1)
     cells = [(li, pi) for li in range(emb.shape[1]) for pi in range(len(poolings))]
     for li, pi in tqdm(cells, desc="probe", unit="fit", disable=not progress, leave=False):
-        pred = ridge_probe(emb[idx_tr, li, pi], y[idx_tr], emb[idx_va, li, pi])
-        m = classification_metrics(y[idx_va], pred)
+        scores = []
+        for fit, val in splits:
+            pred = ridge_probe(emb[fit, li, pi], y[fit], emb[val, li, pi])
+            m = classification_metrics(y[val], pred)
+            scores.append((m["accuracy"], m["macro_f1"]))
+        acc, f1 = np.asarray(scores).T
         result.rows.append(
             {
                 "layer": backbone.layer_indices[li],
                 "pooling": poolings[pi],
-                "accuracy": m["accuracy"],
-                "macro_f1": m["macro_f1"],
+                "accuracy": float(acc.mean()),
+                "accuracy_std": float(acc.std()),
+                "macro_f1": float(f1.mean()),
             }
         )
     return result
@@ -130,7 +143,7 @@ def plot_probe(results: Sequence[ProbeResult], path: str | os.PathLike) -> Path:
         best = res.best()
         ax.axvline(best["layer"], color="grey", linestyle=":", linewidth=1)
         ax.set_title(
-            f"{res.model} on {res.dataset} (n_train={res.n_train}, n_val={res.n_val})", fontsize=9
+            f"{res.model} on {res.dataset} ({res.n_train} texts, {res.folds}-fold CV)", fontsize=9
         )
         ax.set_xlabel("hidden-state index (0 = embeddings)")
         ax.set_ylabel("validation accuracy (ridge probe)")

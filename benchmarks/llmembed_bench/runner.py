@@ -33,7 +33,8 @@ def run(
     cache_dir: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     device: str = "auto",
-    recipe: str | os.PathLike | Recipe = "cpu",
+    recipe: str | os.PathLike | Recipe = "cpu-fusion",
+    ours: str | os.PathLike | Recipe | None = None,
     n_train: int | None = None,
     n_test: int | None = None,
     progress: bool = True,
@@ -45,7 +46,9 @@ def run(
     """Run every (dataset, method, seed) not yet recorded, then regenerate the report.
 
     Order: all datasets for ours + published + peers (SetFit excluded), then the ablations, then
-    SetFit; within a phase datasets in the order given. Returns the records written now.
+    SetFit; within a phase datasets in the order given. ``recipe`` is the fusion recipe the
+    published ladder and the ablations start from, ``ours`` the recipe of ours (None: the same).
+    Returns the records written now.
     """
     options = dict(options or {})
     if options.get("threads"):
@@ -67,6 +70,7 @@ def run(
     results_dir, docs_dir = Path(results_dir), Path(docs_dir)
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "reproduce"
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    ours_rec = ours if isinstance(ours, Recipe) or ours is None else load_recipe(ours)
     paper = paper if isinstance(paper, Recipe) else load_recipe(paper)
     all_methods = build_methods(rec)
     if quick_methods:  # the quick set, minus what this recipe does not have
@@ -101,7 +105,7 @@ def run(
                 if force
                 or stale(
                     record_path(results_dir, name, m.name, s),
-                    config_hash(method_config(m, rec, paper, options)),
+                    config_hash(method_config(m, rec, paper, options, ours_rec)),
                 )
             ]
             if not todo:
@@ -115,7 +119,7 @@ def run(
                 rate_sample=int(options.get("rate_sample", 200)),
                 rates_path=results_dir / "runs" / name / "_extraction_rates.json",
             )
-            ctx = Context(task, rec, paper, store, options)
+            ctx = Context(task, rec, paper, store, options, ours_rec)
             # Plan every method's specs (not only the selected ones): cached supersets then
             # do not depend on which methods a given run asks for. A quick run plans only its
             # own (cheaper: no full-depth pass for layers it does not use).
@@ -136,7 +140,7 @@ def run(
                     task.y[te if used is None else used],
                     env,
                     time.perf_counter() - t0,
-                    config=method_config(m, rec, paper, options),
+                    config=method_config(m, rec, paper, options, ours_rec),
                 )
                 write_json(record_path(results_dir, name, m.name, seed), record)
                 written.append(record)

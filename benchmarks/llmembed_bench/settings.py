@@ -46,6 +46,8 @@ SIGMAS = (0.01, 0.1, 1.0, 10.0)
 FUSIONS = ("mean", "max", "concat")
 SVM_C = (0.1, 1.0, 10.0)
 LR_C = (0.01, 0.1, 1.0, 10.0)
+# Zoo models with an LR peer besides the recipe's backbones: the strongest small encoder.
+LR_PEER_MODELS = ("embeddinggemma-300m",)
 SEEDS = 3  # seeds per (dataset, method): every figure is a mean over at least this many
 VAL_FRACTION = 0.1  # validation split for the peers' hyperparameter choice (stratified)
 # SetFit contrastive pairs: 1,000 keeps one SetFit run at a few minutes on 2 CPU cores.

@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="';'-separated candidate names")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
-    recipe = load_recipe("cpu")
+    recipe = load_recipe("cpu-fusion")
     root = args.cache_dir or default_cache_dir() / "reproduce"
     rows = []
     for name in args.datasets.split(","):

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1024, help="the cache's chunk_size")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
-    spec = next(b for b in load_recipe("cpu").backbones if b.model == args.model)
+    spec = next(b for b in load_recipe("cpu-fusion").backbones if b.model == args.model)
     texts = list(load_benchmark(args.dataset, args.data_dir).train_texts)
     bb = Backbone(spec, device="cpu")
     lengths = np.array([len(ids) for ids in bb.tokenize(texts)])

@@ -114,7 +114,7 @@ def main() -> None:
     if args.records_only:
         return
     torch.set_num_threads(1)
-    recipe = load_recipe("cpu")
+    recipe = load_recipe("cpu-fusion")
     variants = [VARIANTS[v] for v in args.variants.split(",")]
     ours = {(r["dataset"], r["seed"]): r for r in records if r["method"] == "llmembed"}
     rows = []

@@ -31,7 +31,7 @@ def test_probe_every_layer_and_pooling(tiny_llama, tmp_path):
         (layer, p) for layer in range(4) for p in ("last", "mean")
     ]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in res.rows)
-    assert res.n_train + res.n_val == len(texts)
+    assert res.n_train == len(texts) and res.folds == 5
     assert res.best("mean")["pooling"] == "mean"
     png = plot_probe([res], tmp_path / "probe.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -193,9 +193,7 @@ def test_report_from_records(tmp_path, recipe):
     for png in ("accuracy_by_method.png", "accuracy_vs_cost.png"):
         data = (tmp_path / "docs" / "plots" / png).read_bytes()
         assert data[:4] == b"\x89PNG"
-    pub = json.loads(
-        record_path(tmp_path / "results", "toy", "llmembed-published", 0).read_text()
-    )
+    pub = json.loads(record_path(tmp_path / "results", "toy", "llmembed-published", 0).read_text())
     hp = pub["hyperparameters"]
     assert hp["head"]["double_softmax"] and not hp["head"]["standardize"]
     assert hp["train"]["val_fraction"] == 0.0 and hp["train"]["patience"] is None
@@ -278,6 +276,31 @@ def test_feature_store_slices_one_superset(tmp_path, tiny_llama):
     assert len(list((tmp_path / "cache" / "toy").iterdir())) == 1
 
 
+def test_feature_store_reuses_a_folder_keyed_by_its_written_layers(tmp_path, tiny_llama):
+    """A cache folder written for layers "-1" (as LLMEmbedClassifier writes it) serves a store
+    asking for the same hidden state by its index, and fill_exact writes a spec's own entries
+    from a superset so the classifier's cache needs no forward pass."""
+    from llmembed.cache import EmbeddingCache
+
+    task = toy_task(n_train=10, n_test=4)
+    last = BackboneSpec(str(tiny_llama), layers="-1", pooling="mean", max_length=32)
+    EmbeddingCache(tmp_path / "cache" / "toy").embed(Backbone(last, device="cpu"), task.texts)
+    store = FeatureStore(task, tmp_path / "cache", device="cpu", progress=False)
+    by_index = BackboneSpec(str(tiny_llama), layers="3", pooling="mean", max_length=32)
+    store.get(by_index)
+    assert len(list((tmp_path / "cache" / "toy").iterdir())) == 1  # reused, not recomputed
+
+    both = BackboneSpec(str(tiny_llama), layers="1,-1", pooling="mean", max_length=32)
+    first = BackboneSpec(str(tiny_llama), layers="1", pooling="mean", max_length=32)
+    store.plan([both, first])
+    assert store.fill_exact(first) == len(task.texts)
+    assert store.fill_exact(first) == 0  # already there
+    cache = EmbeddingCache(tmp_path / "cache" / "toy")
+    got = cache.embed(Backbone(first, device="cpu"), task.texts, progress=False)
+    assert cache.last_misses == 0
+    np.testing.assert_array_equal(got, store.get(both)[:, :1])
+
+
 def test_cv_task_splits_by_seed():
     t = toy_task(n_train=0, n_test=50)
     idx = np.arange(50)
@@ -333,7 +356,7 @@ def test_recipe_change_makes_records_stale(tmp_path, recipe):
 
 
 def test_coverage_lists_missing_methods_with_cost_hint():
-    methods = build_methods(load_recipe("cpu"))
+    methods = build_methods(load_recipe("cpu-fusion"))
     stats = {"n_seeds": 3, "train_seconds": (120.0, 5.0)}
     agg = {(d, m.name): dict(stats) for d in DEFAULT_DATASETS for m in methods}
     for m in methods:
