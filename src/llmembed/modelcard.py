@@ -592,6 +592,22 @@ def _check_version(file: Path, recorded: Any) -> None:
         )
 
 
+def _read_object(file: Path, fields: str) -> dict[str, Any]:
+    """The JSON object in ``file``; ModelLoadError (one line) when it cannot be read, is not
+    JSON, or is not an object (``fields`` says which fields it should have)."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(_one_line(f"{file}: cannot be read ({e})")) from None
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(_one_line(f"{file}: not valid JSON ({e})")) from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(
+            f"{file}: expected a JSON object with the fields {fields}, got a {type(data).__name__}"
+        )
+    return data
+
+
 def read_saved_model(folder: str | Path) -> SavedModel:
     """Read and validate ``llmembed.json`` of a saved-model folder (the head file is not read).
 
@@ -611,17 +627,7 @@ def read_saved_model(folder: str | Path) -> SavedModel:
             f"{folder / WEIGHTS_NAME}: missing; the folder holds {CONFIG_NAME} but not the head "
             "weights (an incomplete copy?)"
         )
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelLoadError(_one_line(f"{file}: cannot be read ({e})")) from None
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(_one_line(f"{file}: not valid JSON ({e})")) from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(
-            f"{file}: expected a JSON object with the fields 'recipe', 'classes', 'shapes', ..., "
-            f"got a {type(data).__name__}"
-        )
+    data = _read_object(file, "'recipe', 'classes', 'shapes', ...")
     fmt = data.get("format_version", 1)
     if not _is_int(fmt) or fmt < 1:
         raise _bad(file, "format_version", f"expected a positive integer, got {_short(fmt)}")
@@ -758,17 +764,7 @@ def load_lexical(folder: str | Path, saved: SavedModel) -> LexicalChannel | None
     for file in (weights, meta_file):
         if not file.is_file():
             raise ModelLoadError(f"{file}: missing (the lexical channel's files)")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelLoadError(_one_line(f"{meta_file}: cannot be read ({e})")) from None
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(_one_line(f"{meta_file}: not valid JSON ({e})")) from None
-    if not isinstance(meta, dict):
-        raise ModelLoadError(
-            f"{meta_file}: expected a JSON object with the fields 'config', 'n_classes' and "
-            f"'vocabularies', got a {type(meta).__name__}"
-        )
+    meta = _read_object(meta_file, "'config', 'n_classes' and 'vocabularies'")
     for key in ("config", "n_classes", "vocabularies"):
         if key not in meta:
             raise _bad(meta_file, key, "missing")
