@@ -153,7 +153,9 @@ def extract(
     models: Annotated[
         str, typer.Option(help="Comma-separated zoo models.")
     ] = "minilm-l6,mpnet-base,smollm2-135m",
-    methods: Annotated[str, typer.Option(help="ours, st, published.")] = "ours,st,published",
+    methods: Annotated[
+        str, typer.Option(help="ours, st, st-bf16, published.")
+    ] = "ours,st,st-bf16,published",
     n_r8: Annotated[int, typer.Option(help="R8 documents sampled.")] = 300,
     profile: Annotated[bool, typer.Option(help="Also profile ours (where the time goes).")] = False,
     e2e: Annotated[

@@ -17,6 +17,8 @@ Methods:
   st         sentence_transformers.SentenceTransformer(folder).encode(texts) with its defaults
              (batch 32, length-sorted, the checkpoint's dtype: fp32 encoders, bf16 SmolLM2),
              max_seq_length set to the recipe's max_length. Skipped if the package is missing.
+  st-bf16    the same with bf16 weights (model_kwargs={"dtype": torch.bfloat16}): the fair
+             comparison with ours' bf16 on bf16 CPUs.
   published  the LLMEmbed paper's rep_extract.py on CPU: fixed padding to max_length, a fixed
              batch size (its per-dataset values), fp32, output_hidden_states=True, plain mean
              over every position of the requested layers. Its per-batch cost does not depend on
@@ -52,8 +54,8 @@ from llmembed.recipes import load_recipe
 
 from .environment import machine_info
 
-MODELS = ("minilm-l6", "mpnet-base", "smollm2-135m")
-METHODS = ("ours", "st", "published")
+MODELS = ("minilm-l6", "mpnet-base", "smollm2-135m", "embeddinggemma-300m")
+METHODS = ("ours", "st", "st-bf16", "published")
 # The published rep_extract.py settings (LLaMA-2 script): max_len and batch ("step") per dataset.
 PUBLISHED = {"sst2": (128, 90), "r8": (1024, 10)}
 
@@ -180,9 +182,17 @@ def run_ours(spec: BackboneSpec, texts: list[str], ds: str) -> tuple[Result, Bac
 
 
 def run_st(
-    spec: BackboneSpec, folder: str, texts: list[str], ds: str, n_params: int, n_tokens: int
+    spec: BackboneSpec,
+    folder: str,
+    texts: list[str],
+    ds: str,
+    n_params: int,
+    n_tokens: int,
+    bf16: bool = False,
 ) -> Result:
-    res = Result(spec.model, ds, "st")
+    """sentence-transformers ``encode`` with its defaults: the checkpoint's dtype, or bf16
+    weights (``model_kwargs={"dtype": torch.bfloat16}``) when ``bf16``."""
+    res = Result(spec.model, ds, "st-bf16" if bf16 else "st")
     try:
         import sentence_transformers
         from sentence_transformers import SentenceTransformer
@@ -193,7 +203,8 @@ def run_st(
 
     hf_logging.set_verbosity_error()
     with PeakRSS() as mem:
-        st = SentenceTransformer(folder, device="cpu")
+        kwargs = {"model_kwargs": {"dtype": torch.bfloat16}} if bf16 else {}
+        st = SentenceTransformer(folder, device="cpu", **kwargs)
         st.max_seq_length = spec.max_length
         if st.tokenizer.pad_token is None:  # GGUF-derived tokenizers have none
             st.tokenizer.pad_token = st.tokenizer.eos_token
@@ -276,8 +287,10 @@ def run_model(
     full, layers, folder = nonembedding_params(bb.model), list(bb.layer_indices), bb.reference
     del bb
     out = [ours] if "ours" in methods else []
-    if "st" in methods:
-        out.append(run_st(spec, folder, texts, ds, full, ours.real_tokens))
+    for method in ("st", "st-bf16"):
+        if method in methods:
+            bf16 = method == "st-bf16"
+            out.append(run_st(spec, folder, texts, ds, full, ours.real_tokens, bf16))
     if "published" in methods:
         out.append(run_published(spec, folder, texts, ds, full, layers, published_seconds))
     _trim()
@@ -440,7 +453,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (model, ds, method), r in by.items():
         if method != "ours":
             continue
-        for other in ("st", "published"):
+        for other in ("st", "st-bf16", "published"):
             o = by.get((model, ds, other))
             if o:
                 out.append(
@@ -463,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-sst2", type=int, default=0, help="SST-2 dev sentences (0 = all 872)")
     p.add_argument("--n-r8", type=int, default=300, help="R8 training documents sampled")
     p.add_argument("--published-seconds", type=float, default=15.0)
-    p.add_argument("--recipe", default="cpu", help="recipe giving layers/pooling/max_length")
+    p.add_argument("--recipe", default="cpu-fusion", help="recipe giving layers/pooling/max_length")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--profile", action="store_true", help="also profile ours (torch.profiler)")
     p.add_argument(
