@@ -208,7 +208,11 @@ class FeatureStore:
         bb = Backbone(spec, device=self.device)
         cache = EmbeddingCache(self.root / self.task.group)
         keys = [text_key(t) for t in self.task.texts]
-        return cache.add(bb.fingerprint(), keys, self.get(spec), meta=bb.describe())
+        fingerprint = bb.fingerprint()  # from the files: the model is not loaded for it
+        # describe() loads the model: only for a folder that has no meta.json yet
+        written = (cache.root / fingerprint / "meta.json").is_file()
+        meta = None if written else bb.describe()
+        return cache.add(fingerprint, keys, self.get(spec), meta=meta)
 
     def release(self) -> None:
         self._arrays.clear()

@@ -15,6 +15,11 @@ from .errors import ConfigError
 T = TypeVar("T", bound="Settings")
 
 
+def is_int(value: Any) -> bool:
+    """An integer and not a boolean (JSON / TOML ``true`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class Settings:
     """Mixin for configuration dataclasses: ``from_dict`` refuses unknown keys, ``to_dict``."""
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Settings
+from .config import Settings, is_int
 from .errors import ConfigError, DataError
 from .heads import HeadConfig
 
@@ -41,10 +41,6 @@ __all__ = ["ANALYZERS", "LexicalChannel", "LexicalConfig", "head_config", "outpu
 
 ANALYZERS = ("word", "char")  # the vectorizers, in their column order in the TF-IDF matrix
 _ANALYZER_KIND = {"word": "word", "char": "char_wb"}  # names in TfidfVectorizer's terms
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_range(name: str, value: Any) -> list[int]:
@@ -56,7 +52,7 @@ def _check_range(name: str, value: Any) -> list[int]:
         )
     if len(value) == 0:
         return []
-    if len(value) != 2 or not all(_is_int(v) for v in value) or not 1 <= value[0] <= value[1]:
+    if len(value) != 2 or not all(is_int(v) for v in value) or not 1 <= value[0] <= value[1]:
         raise ConfigError(
             f"lexical {name} must be [min_n, max_n] with integers 1 <= min_n <= max_n (e.g. "
             f"[1, 2]), or [] to turn that analyzer off, not {list(value)!r}"
@@ -106,12 +102,12 @@ class LexicalConfig(Settings):
                 "lexical word_ngrams and char_ngrams are both []: give at least one n-gram "
                 "range (e.g. word_ngrams = [1, 2])"
             )
-        if not _is_int(self.max_features) or self.max_features < 1:
+        if not is_int(self.max_features) or self.max_features < 1:
             raise ConfigError(
                 f"lexical max_features must be a positive integer (n-grams kept per analyzer, "
                 f"e.g. 100000), not {self.max_features!r}"
             )
-        if not _is_int(self.min_df) or self.min_df < 1:
+        if not is_int(self.min_df) or self.min_df < 1:
             raise ConfigError(
                 f"lexical min_df must be an integer >= 1 (the fewest training texts an n-gram "
                 f"must appear in, e.g. 2), not {self.min_df!r}"
@@ -124,7 +120,7 @@ class LexicalConfig(Settings):
         ):
             raise ConfigError(f"lexical C must be a positive number (e.g. 0.5), not {c!r}")
         self.C = float(c)
-        if not _is_int(self.folds) or self.folds < 2:
+        if not is_int(self.folds) or self.folds < 2:
             raise ConfigError(f"lexical folds must be an integer >= 2 (e.g. 5), not {self.folds!r}")
 
     @property
@@ -359,7 +355,7 @@ class LexicalChannel:
             raise ConfigError("lexical state: 'config' is not an object")
         config = LexicalConfig.from_dict(meta["config"])
         n_classes = meta["n_classes"]
-        if not _is_int(n_classes) or n_classes < 2:
+        if not is_int(n_classes) or n_classes < 2:
             raise ConfigError(
                 f"lexical state: n_classes must be an integer >= 2, not {n_classes!r}"
             )
@@ -385,7 +381,7 @@ class LexicalChannel:
         for a in analyzers:
             vocab = vocabularies[a]
             if not isinstance(vocab, dict) or not all(
-                isinstance(t, str) and _is_int(i) for t, i in vocab.items()
+                isinstance(t, str) and is_int(i) for t, i in vocab.items()
             ):
                 raise ConfigError(f"lexical state: vocabulary '{a}' is not an n-gram -> column map")
             if sorted(vocab.values()) != list(range(len(vocab))) or not vocab:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .config import is_int
 from .errors import LLMEmbedError, ModelLoadError
 from .files import atomic_path, atomic_write_text
 from .heads import FusionHead, HeadConfig
@@ -424,10 +425,6 @@ def _short(value: Any) -> str:
     return text
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _matches(value: Any, tp: Any) -> bool:
     """Whether a JSON value fits a settings field's annotation (int, float, str, list[int]...)."""
     origin = typing.get_origin(tp)
@@ -441,9 +438,9 @@ def _matches(value: Any, tp: Any) -> bool:
     if tp is bool:
         return isinstance(value, bool)
     if tp is int:
-        return _is_int(value)
+        return is_int(value)
     if tp is float:
-        return _is_int(value) or isinstance(value, float)
+        return is_int(value) or isinstance(value, float)
     if tp is str:
         return isinstance(value, str)
     return True  # an annotation this check does not know: left to the dataclass
@@ -472,7 +469,7 @@ def _check_settings(file: Path, where: str, table: Any, kind: type) -> Any:
     for key, value in table.items():
         if key not in hints:
             continue  # unknown keys: from_dict names them
-        ok = _matches(value, hints[key]) or (key == "layers" and _is_int(value))
+        ok = _matches(value, hints[key]) or (key == "layers" and is_int(value))
         if not ok:
             raise _bad(
                 file, f"{where}.{key}", f"expected {_type_name(hints[key])}, got {_short(value)}"
@@ -507,7 +504,7 @@ def _recipe(file: Path, data: Any) -> Recipe:
 
 def _int_field(file: Path, data: dict[str, Any], key: str, minimum: int = 0) -> int | None:
     value = data.get(key)
-    if value is not None and (not _is_int(value) or value < minimum):
+    if value is not None and (not is_int(value) or value < minimum):
         raise _bad(file, key, f"expected an integer >= {minimum} or null, got {_short(value)}")
     return value
 
@@ -560,7 +557,7 @@ def _classes(file: Path, data: Any) -> list[Any]:
 
 def _shapes(file: Path, data: Any, n_backbones: int) -> list[tuple[int, int]]:
     ok = isinstance(data, list) and all(
-        isinstance(s, list) and len(s) == 2 and all(_is_int(x) and x > 0 for x in s) for s in data
+        isinstance(s, list) and len(s) == 2 and all(is_int(x) and x > 0 for x in s) for s in data
     )
     if not ok:
         raise _bad(
@@ -629,7 +626,7 @@ def read_saved_model(folder: str | Path) -> SavedModel:
         )
     data = _read_object(file, "'recipe', 'classes', 'shapes', ...")
     fmt = data.get("format_version", 1)
-    if not _is_int(fmt) or fmt < 1:
+    if not is_int(fmt) or fmt < 1:
         raise _bad(file, "format_version", f"expected a positive integer, got {_short(fmt)}")
     versions = data.get("versions", {"llmembed": data.get("llmembed_version", "0")})
     if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
