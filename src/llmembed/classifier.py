@@ -105,8 +105,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         ``lexical__C=1.0`` changes one setting. Default: the recipe's ``[lexical]`` (off).
     cache_dir : str or path, optional
         Embedding cache folder (default: ``LLMEMBED_CACHE`` or ``~/.cache/llmembed/embeddings``).
-    use_cache : bool, default=True
-        Read and write the embedding cache; False extracts every time.
+    use_cache : bool or "read-only", default=True
+        Read and write the embedding cache; False extracts every time; "read-only" reads
+        cached embeddings and computes the others without writing anything (a server's
+        request path).
     device : str, default="auto"
         Where the frozen backbones run: "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
     verbose : bool, default=True
@@ -170,7 +172,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         train: TrainConfig | dict | None = None,
         lexical: LexicalConfig | dict | None = None,
         cache_dir: str | os.PathLike | None = None,
-        use_cache: bool = True,
+        use_cache: bool | str = True,
         device: str = "auto",
         verbose: bool = True,
         threads: int | None = None,
@@ -319,7 +321,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     def _extract(
         self, texts: list[str], backbones: list[Backbone], timings: dict[str, float] | None
     ) -> list[np.ndarray]:
-        cache = EmbeddingCache(self.cache_dir) if self.use_cache else None
+        if self.use_cache not in (True, False, "read-only"):
+            raise ConfigError(
+                f'use_cache must be True, False or "read-only", not {self.use_cache!r}'
+            )
+        read_only = self.use_cache == "read-only"
+        cache = EmbeddingCache(self.cache_dir, read_only=read_only) if self.use_cache else None
         out = []
         for bb in backbones:
             t0 = time.perf_counter()
@@ -488,7 +495,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         path: str | os.PathLike,
         device: str = "auto",
         cache_dir: str | os.PathLike | None = None,
-        use_cache: bool = True,
+        use_cache: bool | str = True,
         verbose: bool = True,
         check_backbones: bool = True,
         revision: str | None = None,

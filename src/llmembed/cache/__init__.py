@@ -147,6 +147,64 @@ def _same_dir(folder: Path, ident: os.stat_result) -> bool:
         return False
 
 
+def _read_only_rows(folder: Path, want: list[bytes], result: _Result) -> None:
+    """Fill ``result`` with the wanted keys the folder's existing index holds, writing nothing.
+
+    The index is opened read-only (:class:`FolderIndex` ``read_only``); a missing or unreadable
+    index leaves every key a miss, a chunk that is gone, corrupt or does not match is skipped.
+    """
+    try:
+        index = FolderIndex(folder, read_only=True)
+    except sqlite3.Error:
+        return
+    try:
+        shape = index.shape
+        loc = index.lookup(want)
+        by_chunk: dict[int, list[bytes]] = {}
+        for k, (cid, _row, _sum) in loc.items():
+            by_chunk.setdefault(cid, []).append(k)
+        for info in index.chunks(by_chunk):
+            if info.shape != shape:
+                continue
+            ks = sorted(by_chunk[info.id], key=lambda k: loc[k][1])
+            with contextlib.suppress(OSError, CorruptChunk):
+                data = _checked_rows(folder / info.name, info, ks, loc)
+                if data is not None:
+                    result.put(ks, data)
+    except sqlite3.Error:
+        pass  # not an index, or torn by a writer checkpointing: what was read is valid
+    finally:
+        index.close()
+
+
+def _checked_rows(
+    path: Path, info: ChunkRow, ks: list[bytes], loc: dict[bytes, tuple[int, int, bytes | None]]
+) -> np.ndarray | None:
+    """Vectors of the keys ``ks`` (sorted by row) from one chunk, or None if a key, a row hash
+    the index has, or the shape does not match. A verified chunk with every row hash known is
+    read row by row, any other one is checksum-verified whole, in memory (nothing is recorded).
+
+    Raises:
+        FileNotFoundError / CorruptChunk: as :func:`read_rows` / :func:`load_verified`.
+    """
+    rows = np.fromiter((loc[k][1] for k in ks), dtype=np.int64, count=len(ks))
+    sums = [loc[k][2] for k in ks]
+    if info.verified and None not in sums:
+        file_keys, data = read_rows(path, rows)
+    else:
+        all_keys, emb = load_verified(path)
+        if emb.ndim != 3 or rows[-1] >= min(len(all_keys), len(emb)):
+            return None
+        file_keys, data = all_keys[rows], np.ascontiguousarray(emb[rows], dtype=np.float32)
+    if (
+        tuple(data.shape[1:]) != info.shape
+        or file_keys.tobytes() != b"".join(ks)
+        or any(s is not None and s != r for s, r in zip(sums, row_sums(ks, data)))
+    ):
+        return None
+    return data
+
+
 class EmbeddingCache:
     """Cache of pooled embeddings keyed by (backbone fingerprint, text hash).
 
@@ -159,6 +217,13 @@ class EmbeddingCache:
             none). Chunks used by the current call are kept.
         compact_after: a folder with more small chunks (under half ``chunk_size`` live rows, or
             half dead) than this is compacted after a write; 0 turns it off.
+        read_only: ``embed`` never creates, modifies or deletes anything under ``root`` (for a
+            server's request path): it reads the vectors the existing index points at whose
+            keys and row hashes (or whole-chunk checksum) check out, computes the rest in
+            memory without storing them, and treats a missing folder or index, an index it
+            cannot read, and any bad chunk as misses. No LRU touch, compaction or eviction;
+            chunks the index does not know are not taken in. ``add``, ``compact`` and
+            ``clear`` still write.
 
     Raises:
         LLMEmbedError: LLMEMBED_CACHE_MAX_BYTES is not a number.
@@ -171,11 +236,13 @@ class EmbeddingCache:
         *,
         max_bytes: int | None = None,
         compact_after: int = 32,
+        read_only: bool = False,
     ) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.chunk_size = chunk_size
         self.max_bytes = max_bytes if max_bytes is not None else _env_max_bytes()
         self.compact_after = compact_after
+        self.read_only = read_only
         self.last_hits = 0
         self.last_misses = 0
 
@@ -192,6 +259,8 @@ class EmbeddingCache:
                 (``cache clear``) during the call.
             whatever ``backbone.embed`` raises (the chunks written before stay valid).
         """
+        if self.read_only:
+            return self._embed_read_only(backbone, texts, progress)
         folder = self.root / backbone.fingerprint()
         folder.mkdir(parents=True, exist_ok=True)
         ident = os.stat(folder)
@@ -445,6 +514,44 @@ class EmbeddingCache:
         sums = row_sums([k for k, _ in live], emb[live_rows]) if live else []
         index.mark_verified(info.id, {int(r): s for r, s in zip(live_rows, sums)})
         return np.ascontiguousarray(emb[rows])
+
+    # -- read-only mode ------------------------------------------------------------------------
+    def _embed_read_only(
+        self, backbone: Backbone, texts: Sequence[str], progress: bool
+    ) -> np.ndarray:
+        """``embed`` with ``read_only``: same result and counters, nothing written.
+
+        Raises: whatever ``backbone.embed`` raises.
+        """
+        keys = [text_key(t) for t in texts]
+        uniq = list(dict.fromkeys(keys))
+        text_of = dict(zip(keys, texts))
+
+        def compute(ks: list[bytes]) -> np.ndarray:
+            emb = backbone.embed([text_of[k] for k in ks], progress=progress)
+            return np.ascontiguousarray(emb, dtype=np.float32)
+
+        result = _Result(uniq)
+        if uniq:
+            _read_only_rows(self.root / backbone.fingerprint(), uniq, result)
+        missing = [k for k in uniq if not result.has(k)]
+        computed = set(missing)
+        if missing:
+            emb = compute(missing)
+            if result.buf is not None and result.buf.shape[1:] != emb.shape[1:]:
+                # the folder holds another shape than the backbone computes: none of it is used
+                cached = [k for k in uniq if result.has(k)]
+                result = _Result(uniq)
+                result.put(cached, compute(cached))
+                computed.update(cached)
+            result.put(missing, emb)
+        self.last_misses = len(computed)
+        self.last_hits = len(keys) - sum(1 for k in keys if k in computed)
+        if result.buf is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        if len(uniq) == len(keys):
+            return result.buf
+        return result.buf[[result.pos[k] for k in keys]]
 
     def _touch(self, index: FolderIndex, chunks: Any) -> None:
         now = time.time()

@@ -87,12 +87,25 @@ def warn_corrupt(name: str, reason: object) -> None:
 class FolderIndex:
     """An open connection to one fingerprint folder's index.
 
+    Takes: the folder, how long to wait for another writer's lock, and ``read_only``: open the
+    existing index as ``file:...?mode=ro&immutable=1``, which creates, writes and locks nothing
+    (plain ``mode=ro`` would create the ``-wal`` / ``-shm`` files); commits still in another
+    process's WAL are not seen, and only the SELECT methods (``shape``, ``lookup``, ``chunks``,
+    ``live_rows``, ``n_keys``) may be used.
+
     Raises (constructor):
-        sqlite3.Error: the database cannot be opened or created.
+        sqlite3.Error: the database cannot be opened or created (read-only: it does not exist;
+            a file that is not an index raises on the first query instead).
     """
 
-    def __init__(self, folder: Path, timeout: float = 120.0) -> None:
+    def __init__(self, folder: Path, timeout: float = 120.0, *, read_only: bool = False) -> None:
         self.folder = folder
+        if read_only:
+            uri = (folder / INDEX_NAME).absolute().as_uri() + "?mode=ro&immutable=1"
+            self.conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False
+            )
+            return
         self.conn = sqlite3.connect(
             str(folder / INDEX_NAME),
             timeout=timeout,
