@@ -1,4 +1,4 @@
-"""The `llmembed` command line: embed, train, evaluate, predict, cache, models, demo."""
+"""The `llmembed` command line: embed, train, evaluate, predict, serve, cache, models, demo."""
 
 from __future__ import annotations
 
@@ -349,6 +349,65 @@ def demo(
         )
         if metrics_out:
             _write_json(metrics_out, result)
+
+    _run(go)
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A folder written by `llmembed train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch_texts: Annotated[
+        int, typer.Option(help="Texts merged into one model call (whole requests).")
+    ] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long an idle model waits for a batch to fill.")
+    ] = 2.0,
+    batching: Annotated[
+        bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests.")
+    ] = True,
+    max_queue_texts: Annotated[
+        int, typer.Option(help="Texts waiting at most; past it requests get 503 + Retry-After.")
+    ] = 1024,
+    max_texts_per_request: Annotated[
+        int, typer.Option(help="More texts in one request get 413.")
+    ] = 64,
+    max_chars: Annotated[int, typer.Option(help="A longer text gets 413.")] = 20_000,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a request may wait for its answer (then 503).")
+    ] = 30.0,
+    cache: Annotated[
+        str,
+        typer.Option(
+            help="Embedding cache on the request path: off, read-only (a cache filled "
+            "beforehand, never written) or read-write."
+        ),
+    ] = "off",
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = False,
+) -> None:
+    """Serve a trained model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /readyz,
+    /metrics (Prometheus), /docs. Needs `pip install 'llmembed[serve]'`."""
+
+    def go():
+        from . import server
+
+        config = server.ServeConfig(
+            max_batch_texts=max_batch_texts,
+            max_wait_ms=max_wait_ms,
+            batching=batching,
+            max_queue_texts=max_queue_texts,
+            max_texts_per_request=max_texts_per_request,
+            max_chars_per_text=max_chars,
+            timeout_s=timeout,
+            cache=cache,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            threads=threads,
+        )
+        server.serve(model_dir, config, host=host, port=port, device=device, access_log=access_log)
 
     _run(go)
 
