@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -50,9 +51,13 @@ def _ready(client: TestClient) -> None:
     raise AssertionError(f"never ready: {client.get('/readyz').json()}")
 
 
-@pytest.fixture
+IN_PROCESS = {"model_process": False}  # quicker to start; the model process is tested below
+
+
+@pytest.fixture(scope="module")
 def client(model_dir):
-    with TestClient(create_app(model_dir, ServeConfig(max_texts_per_request=8))) as c:
+    app = create_app(model_dir, ServeConfig(max_texts_per_request=8, **IN_PROCESS))
+    with TestClient(app) as c:
         _ready(c)
         yield c
 
@@ -101,7 +106,7 @@ def test_model_health_metrics_and_docs(client, model_dir):
 def test_integer_labels_come_back_as_integers(tmp_path, tiny_llama, tiny_bert):
     clf = LLMEmbedClassifier(recipe=tiny_recipe(tiny_llama, tiny_bert), verbose=False)
     clf.fit(TEXTS, [1 if x == "pos" else 0 for x in LABELS]).save(tmp_path / "m")
-    with TestClient(create_app(tmp_path / "m")) as c:
+    with TestClient(create_app(tmp_path / "m", ServeConfig(**IN_PROCESS))) as c:
         _ready(c)
         body = c.post("/v1/predict", json={"texts": ["good movie"]}).json()
     assert body["classes"] == [0, 1] and isinstance(body["labels"][0], int)
@@ -121,6 +126,8 @@ BAD_BODIES = [
     (b'{"text": ["ok"]}', 422, "texts: Field required"),
     (b'{"texts": ["ok"], "extra": 1}', 422, "extra: Extra inputs"),
     (b'{"texts": ["ok"], "return_probabilities": "yes"}', 422, "return_probabilities"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    (b'{"texts": ["ok", "bad \\ud800 half"]}', 422, "texts.1 has an unpaired surrogate"),
     (json.dumps({"texts": ["a"] * 9}).encode(), 413, "the limit is 8"),
     (json.dumps({"texts": ["x" * 20_001]}).encode(), 413, "the limit is 20000"),
 ]
@@ -175,7 +182,7 @@ def test_fuzzed_requests_never_give_a_5xx(client):
 def test_answers_do_not_depend_on_batching(model_dir):
     """Concurrent one-text requests are merged into one model call, and every text gets what it
     gets alone."""
-    app = create_app(model_dir, ServeConfig(max_batch_texts=16, max_wait_ms=200))
+    app = create_app(model_dir, ServeConfig(max_batch_texts=16, max_wait_ms=200, **IN_PROCESS))
     texts = [
         "good movie",
         "a much longer text about an awful film with a dull plot",
@@ -368,7 +375,7 @@ def test_request_path_writes_no_cache_file(model_dir, tmp_path, mode):
     expected = list(local.predict(texts))
     local.set_params(cache_dir=cache, use_cache=True).predict(texts[:1])  # a hit for read-only
     before = _tree(cache)
-    app = create_app(model_dir, ServeConfig(cache=mode, cache_dir=str(cache)))
+    app = create_app(model_dir, ServeConfig(cache=mode, cache_dir=str(cache), **IN_PROCESS))
     with TestClient(app) as c:
         _ready(c)
         r = c.post("/v1/predict", json={"texts": texts})
@@ -378,8 +385,43 @@ def test_request_path_writes_no_cache_file(model_dir, tmp_path, mode):
 
 def test_read_write_cache_mode_stores_the_texts(model_dir, tmp_path):
     cache = tmp_path / "cache"
-    app = create_app(model_dir, ServeConfig(cache="read-write", cache_dir=str(cache)))
+    app = create_app(model_dir, ServeConfig(cache="read-write", cache_dir=str(cache), **IN_PROCESS))
     with TestClient(app) as c:
         _ready(c)
         assert c.post("/v1/predict", json={"texts": ["good movie"]}).status_code == 200
     assert any(p.name.startswith("chunk-") for p in cache.rglob("*"))
+
+
+def test_a_model_failure_is_a_json_500_and_the_server_keeps_serving(model_dir):
+    app = create_app(model_dir, ServeConfig(**IN_PROCESS))
+    with TestClient(app) as c:
+        _ready(c)
+        model_predict = app.state.batcher.predict
+
+        def broken(texts):
+            raise RuntimeError("boom")
+
+        app.state.batcher.predict = broken
+        r = c.post("/v1/predict", json={"texts": ["good movie"]})
+        assert r.status_code == 500 and r.json()["error"] == "inference failed: RuntimeError: boom"
+        app.state.batcher.predict = model_predict
+        assert c.post("/v1/predict", json={"texts": ["good movie"]}).status_code == 200
+
+
+def test_model_process_answers_like_the_local_model_and_its_death_stops_the_server(model_dir):
+    fatal: list[BaseException] = []
+    app = create_app(model_dir, on_fatal=fatal.append)  # the default: a model process
+    texts = ["good movie", "awful film"]
+    with TestClient(app) as c:
+        _ready(c)
+        r = c.post("/v1/predict", json={"texts": texts, "return_probabilities": True})
+        local = LLMEmbedClassifier.load(model_dir, verbose=False)
+        np.testing.assert_allclose(r.json()["probabilities"], local.predict_proba(texts), atol=1e-5)
+        proc = next(p for p in multiprocessing.active_children() if p.name == "llmembed-model")
+        proc.kill()
+        proc.join(10)
+        r = c.post("/v1/predict", json={"texts": texts})
+        assert r.status_code == 500 and "the model process died" in r.json()["error"]
+        assert c.get("/readyz").status_code == 503
+        assert c.post("/v1/predict", json={"texts": texts}).status_code == 503
+    assert fatal and "the model process died" in str(fatal[0])

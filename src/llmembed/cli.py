@@ -384,6 +384,20 @@ def serve(
             "beforehand, never written) or read-write."
         ),
     ] = "off",
+    token_budget: Annotated[
+        int | None,
+        typer.Option(
+            help="Padded tokens per forward pass inside a batch (default: 512 on CPU, the "
+            "model's own on a GPU)."
+        ),
+    ] = None,
+    model_process: Annotated[
+        bool,
+        typer.Option(
+            "--model-process/--in-process",
+            help="Run the model in a process of its own (no GIL shared with the HTTP loop).",
+        ),
+    ] = True,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -406,6 +420,8 @@ def serve(
             cache=cache,
             cache_dir=str(cache_dir) if cache_dir else None,
             threads=threads,
+            token_budget=token_budget,
+            model_process=model_process,
         )
         server.serve(model_dir, config, host=host, port=port, device=device, access_log=access_log)
 
