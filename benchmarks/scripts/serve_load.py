@@ -199,6 +199,10 @@ async def closed_loop(url: str, texts: list[str], clients: int, seconds: float) 
         t0 = time.perf_counter()
         await asyncio.gather(*(client(i, http) for i in range(clients)))
         wall = time.perf_counter() - t0
+    return _summary(clients, wall, latencies, codes)
+
+
+def _summary(clients: int, wall: float, latencies: list[float], codes: dict) -> dict[str, Any]:
     return {
         "clients": clients,
         "seconds": round(wall, 1),
@@ -207,10 +211,42 @@ async def closed_loop(url: str, texts: list[str], clients: int, seconds: float) 
         "p95_ms": _pct(latencies, 95),
         "p99_ms": _pct(latencies, 99),
         "codes": codes,
+        "_latencies": latencies,
     }
 
 
-def load(model: Path, clients: list[int], seconds: float, threads: int) -> dict[str, Any]:
+def _client_process(args: tuple[str, list[str], int, float]) -> dict[str, Any]:
+    return asyncio.run(closed_loop(*args))
+
+
+def many_clients(
+    url: str, texts: list[str], clients: int, seconds: float, procs: int
+) -> dict[str, Any]:
+    """``closed_loop`` split over ``procs`` client processes (one asyncio client process
+    cannot keep 128 connections busy: its own event loop becomes the bottleneck)."""
+    import multiprocessing
+
+    procs = max(1, min(procs, clients))
+    if procs == 1:
+        row = asyncio.run(closed_loop(url, texts, clients, seconds))
+    else:
+        shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            parts = pool.map(_client_process, [(url, texts, k, seconds) for k in shares])
+        codes: dict[str, int] = {}
+        for part in parts:
+            for k, v in part["codes"].items():
+                codes[k] = codes.get(k, 0) + v
+        latencies = [x for part in parts for x in part["_latencies"]]
+        row = _summary(clients, max(p["seconds"] for p in parts), latencies, codes)
+    row.pop("_latencies")
+    row["client_processes"] = procs
+    return row
+
+
+def load(
+    model: Path, clients: list[int], seconds: float, threads: int, per_process: int
+) -> dict[str, Any]:
     texts = dev_texts()
     out: dict[str, Any] = {}
     for mode, flag in (("batching", "--batching"), ("no_batching", "--no-batching")):
@@ -219,7 +255,7 @@ def load(model: Path, clients: list[int], seconds: float, threads: int) -> dict[
             asyncio.run(closed_loop(url, texts, 8, 5.0))  # warm up
             for n in clients:
                 before = scrape(url)
-                row = asyncio.run(closed_loop(url, texts, n, seconds))
+                row = many_clients(url, texts, n, seconds, -(-n // per_process))
                 row.update(stage_summary(scrape(url), before))
                 row["server_rss_mb"] = round(rss_mb(pid), 1)
                 print(mode, json.dumps(row), flush=True)
@@ -412,6 +448,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--clients", default="1,8,32,128")
     p.add_argument("--sizes", default="1,4,8,16,32", help="profile: batch sizes")
+    p.add_argument("--clients-per-process", type=int, default=32)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--rate", type=float, default=20.0, help="soak: requests per second")
@@ -430,7 +467,8 @@ def main() -> None:
     if a.what == "build":
         result = build(a.kind, a.model, a.cache_dir, a.threads)
     elif a.what == "load":
-        result = load(a.model, [int(x) for x in a.clients.split(",")], a.seconds, a.threads)
+        clients = [int(x) for x in a.clients.split(",")]
+        result = load(a.model, clients, a.seconds, a.threads, a.clients_per_process)
     elif a.what == "soak":
         result = soak(a.model, a.minutes, a.rate, a.threads)
     elif a.what == "profile":

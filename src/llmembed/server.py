@@ -610,9 +610,9 @@ def create_app(
         raise ModelLoadError(f"{folder} is not a folder: give a folder written by llmembed train")
     saved = modelcard.read_saved_model(folder)  # a broken folder fails now, not later
     metrics = Metrics()
-    state: dict[str, Any] = {"model": None, "error": None}
+    state: dict[str, Any] = {"model": None, "error": None, "classes": saved.classes}
 
-    def predict(texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
+    def run_model(texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
         model = state["model"]
         try:
             return model.predict(texts)
@@ -625,14 +625,15 @@ def create_app(
                     on_fatal(e)
             raise
 
-    batcher = Batcher(predict, config, metrics)
+    batcher = Batcher(run_model, config, metrics)
 
     def load() -> None:
         try:
             model = (_ModelProcess if config.model_process else _Model)(folder, config, device)
         except BaseException as e:  # noqa: BLE001 - reported through /readyz and the callback
-            state["error"] = str(e) if isinstance(e, ModelLoadError) else _one_line(e)
-            log.error("model failed to load: %s", state["error"])
+            detail = str(e) if isinstance(e, ModelLoadError) else _one_line(e)
+            state["error"] = f"the model failed to load: {detail}"
+            log.error(state["error"])
             if on_fatal is not None:
                 on_fatal(e)
             return
@@ -666,7 +667,7 @@ def create_app(
         if state["model"] is not None:
             return None
         if state["error"] is not None:
-            return _error(503, f"the model failed to load: {state['error']}")
+            return _error(503, state["error"])
         return _error(503, "the model is still loading", {"Retry-After": "5"})
 
     @app.post(
@@ -693,9 +694,9 @@ def create_app(
         except Exception as e:  # the model failed on the batch (logged by the batcher)
             detail = str(e) if isinstance(e, InferenceError) else _one_line(e)
             return _error(500, f"inference failed: {detail}")
-        model = state["model"]
-        labels = [model.classes[i] for i in probs.argmax(1)]
-        out: dict[str, Any] = {"labels": labels, "classes": model.classes}
+        classes = state["classes"]
+        labels = [classes[i] for i in probs.argmax(1)]
+        out: dict[str, Any] = {"labels": labels, "classes": classes}
         if req.return_probabilities:
             out["probabilities"] = probs.tolist()
         metrics.latency.observe(time.perf_counter() - started)
