@@ -79,11 +79,50 @@ def _summary(metrics: dict) -> str:
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
+Engine = Annotated[
+    str,
+    typer.Option(
+        help="local (this process) or ray (Ray Data actors writing resumable Parquet shards to "
+        "the --output folder; pip install 'llmembed[ray]')."
+    ),
+]
+Workers = Annotated[int, typer.Option(help="ray: actors, each holding one model.")]
+CpusPerWorker = Annotated[float, typer.Option(help="ray: CPUs reserved per actor.")]
+GpusPerWorker = Annotated[float, typer.Option(help="ray: GPUs per actor (0: CPU only).")]
+ShardRows = Annotated[int, typer.Option(help="ray: rows per Parquet shard (unit of resumption).")]
+Address = Annotated[
+    str | None, typer.Option(help="ray: cluster address (default: a local Ray runtime).")
+]
+
+
+def _one_input(inputs: list[str], engine: str) -> Path:
+    from .errors import ConfigError
+
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, not {engine!r}")
+    if len(inputs) != 1:
+        raise ConfigError(
+            f"{len(inputs)} inputs: the local engine reads one file; use --engine ray for many"
+        )
+    return Path(inputs[0])
+
+
+def _ray_summary(summary) -> None:
+    console.print(
+        f"wrote {summary.output}: {summary.computed} shards computed ({summary.rows} rows), "
+        f"{summary.skipped} already there, {summary.seconds:.1f} s"
+    )
+
+
 @app.command()
 def embed(
-    input: Annotated[Path, typer.Argument(help="CSV / TSV / JSONL / JSON / Parquet file.")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="CSV / TSV / JSONL / JSON / Parquet file(s) or globs.")
+    ],
     model: Annotated[str, typer.Option(help="Zoo name, hub id, local folder or .gguf file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help=".safetensors or .npy")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help=".safetensors or .npy (ray: a folder)")
+    ],
     layers: Annotated[str, typer.Option(help="Layer spec: -1, -5:, 10:20, 6,12,18, all.")] = "-1",
     pooling: Annotated[
         str, typer.Option(help="mean, mean_no_first, last, first, pooler, mean_padded")
@@ -95,6 +134,12 @@ def embed(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the cache.")] = False,
     device: Device = "auto",
     threads: Threads = None,
+    engine: Engine = "local",
+    workers: Workers = 1,
+    cpus_per_worker: CpusPerWorker = 1.0,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    shard_rows: ShardRows = 10_000,
+    address: Address = None,
     quiet: Quiet = False,
 ) -> None:
     """Extract pooled hidden states (texts x layers x width) of one model."""
@@ -107,11 +152,31 @@ def embed(
         from .hardware import torch_threads
         from .io import read_table
 
-        texts, _ = read_table(input, text_col=text_col)
-        bb = Backbone(
-            BackboneSpec(model, layers=layers, pooling=pooling, max_length=max_length, dtype=dtype),
-            device=device,
+        spec = BackboneSpec(
+            model, layers=layers, pooling=pooling, max_length=max_length, dtype=dtype
         )
+        if engine == "ray":
+            from .distributed import embed_files
+
+            _ray_summary(
+                embed_files(
+                    inputs,
+                    spec,
+                    output,
+                    text_col=text_col,
+                    shard_rows=shard_rows,
+                    workers=workers,
+                    cpus_per_worker=cpus_per_worker,
+                    gpus_per_worker=gpus_per_worker,
+                    threads_per_worker=threads or 1,
+                    device=device,
+                    address=address,
+                    progress=not quiet,
+                )
+            )
+            return
+        texts, _ = read_table(_one_input(inputs, engine), text_col=text_col)
+        bb = Backbone(spec, device=device)
         with torch_threads(threads):
             emb = (
                 bb.embed(texts, progress=not quiet)
@@ -263,9 +328,12 @@ def predict(
     model_dir: Annotated[
         Path, typer.Argument(help="A folder written by `llmembed train`, or a hub repo id.")
     ],
-    data: Annotated[Path, typer.Argument(help="Data file with a text column.")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Data file(s) with a text column (ray: globs too).")
+    ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Predictions CSV (default: stdout).")
+        Path | None,
+        typer.Option("--output", "-o", help="Predictions CSV (default: stdout; ray: a folder)."),
     ] = None,
     proba: Annotated[bool, typer.Option(help="Add one probability column per class.")] = False,
     text_col: TextCol = "text",
@@ -274,6 +342,12 @@ def predict(
     threads: Threads = None,
     quiet: Quiet = False,
     check_backbones: CheckBackbones = True,
+    engine: Engine = "local",
+    workers: Workers = 1,
+    cpus_per_worker: CpusPerWorker = 1.0,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    shard_rows: ShardRows = 10_000,
+    address: Address = None,
 ) -> None:
     """Write a CSV with text, predicted label and (optionally) class probabilities."""
 
@@ -281,7 +355,30 @@ def predict(
         from .classifier import LLMEmbedClassifier
         from .io import read_table
 
-        texts, _ = read_table(data, text_col=text_col)
+        if engine == "ray":
+            from .distributed import predict_files
+            from .errors import ConfigError
+
+            if output is None:
+                raise ConfigError("--engine ray writes Parquet shards: give an --output folder")
+            _ray_summary(
+                predict_files(
+                    model_dir,
+                    inputs,
+                    output,
+                    text_col=text_col,
+                    shard_rows=shard_rows,
+                    workers=workers,
+                    cpus_per_worker=cpus_per_worker,
+                    gpus_per_worker=gpus_per_worker,
+                    threads_per_worker=threads or 1,
+                    device=device,
+                    address=address,
+                    progress=not quiet,
+                )
+            )
+            return
+        texts, _ = read_table(_one_input(inputs, engine), text_col=text_col)
         clf = LLMEmbedClassifier.from_pretrained(
             model_dir,
             device=device,
@@ -455,6 +552,21 @@ def cache_info(cache_dir: CacheDir = None) -> None:
             )
         Console().print(table)
         console.print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+
+    _run(go)
+
+
+@cache_app.command("import")
+def cache_import(
+    folder: Annotated[Path, typer.Argument(help="An `llmembed embed --engine ray` output folder.")],
+    cache_dir: CacheDir = None,
+) -> None:
+    """Store the embeddings of a Ray run folder in the cache (train on them without extracting)."""
+
+    def go():
+        from .distributed import import_embeddings
+
+        console.print(f"imported {import_embeddings(folder, cache_dir)} vectors into the cache")
 
     _run(go)
 

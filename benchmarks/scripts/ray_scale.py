@@ -1,0 +1,195 @@
+"""The Ray Data path (llmembed.distributed) measured on this machine: 1 vs 2 workers, memory while
+streaming many texts, and its overhead against the local path.
+
+    python benchmarks/scripts/ray_scale.py workers --model minilm-l6 --n 20000
+    python benchmarks/scripts/ray_scale.py memory --n 100000,1000000
+    python benchmarks/scripts/ray_scale.py overhead --model minilm-l6 --n 10000
+
+``workers``: SST-2 train sentences embedded by ``embed_files`` with 1 worker, then 2 (1 torch
+thread each), into fresh folders, Ray started once before both (its start-up is not in either
+time). ``memory``: ``--n`` short random texts in one CSV through a tiny random BERT (width 32),
+the peak resident memory of the whole Ray session (this driver, raylet, workers: the process tree)
+sampled every 0.2 s. ``overhead``: the same ``--n`` texts through ``Backbone.embed`` (1 thread,
+model load included) and through ``embed_files`` with 1 worker (Ray start-up, actor start-up and
+model load included). Results go to ``--output`` (default benchmarks/results/ray_scale.json),
+one key per experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "ray_scale.json"
+
+
+def tree_rss_mb(pid: int) -> float:
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return total / 1024
+
+
+class PeakRSS:
+    """Samples the process tree's RSS in a thread; ``peak`` in MB."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every, self.peak, self._stop = every, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss_mb(os.getpid()))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def write_csv(path: Path, texts: list[str]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text"])
+        w.writerows([t] for t in texts)
+    return path
+
+
+def sst2_texts(n: int) -> list[str]:
+    from llmembed.datasets import load_benchmark
+
+    return list(load_benchmark("sst2").train_texts[:n])
+
+
+def random_texts(n: int) -> list[str]:
+    from llmembed.testing import WORDS
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 12, size=n)
+    words = rng.choice(WORDS, size=int(lengths.sum()))
+    out, start = [], 0
+    for k in lengths:
+        out.append(" ".join(words[start : start + k]))
+        start += k
+    return out
+
+
+def workers(model: str, n: int, shard_rows: int, tmp: Path) -> dict[str, Any]:
+    import ray
+
+    from llmembed import BackboneSpec
+    from llmembed.distributed import embed_files
+
+    data = write_csv(tmp / "sst2.csv", sst2_texts(n))
+    spec = BackboneSpec(model, layers="-1", pooling="mean", max_length=256)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    rows = {}
+    try:
+        for k in (1, 2):
+            s = embed_files([data], spec, tmp / f"w{k}", shard_rows=shard_rows, workers=k,
+                            threads_per_worker=1, progress=False)  # fmt: skip
+            rows[k] = {"seconds": round(s.seconds, 1), "texts_per_s": round(n / s.seconds, 1)}
+            print(k, rows[k], flush=True)
+    finally:
+        ray.shutdown()
+    ratio = round(rows[2]["texts_per_s"] / rows[1]["texts_per_s"], 2)
+    return {"model": model, "texts": n, "shard_rows": shard_rows, "workers": rows,
+            "ratio_2_over_1": ratio}  # fmt: skip
+
+
+def memory(ns: list[int], tmp: Path) -> dict[str, Any]:
+    from llmembed import BackboneSpec
+    from llmembed.distributed import embed_files
+    from llmembed.testing import make_tiny_bert
+
+    bert = make_tiny_bert(tmp / "bert")
+    spec = BackboneSpec(str(bert), layers="-1", pooling="mean", dtype="float32", max_length=32)
+    out = {}
+    for n in ns:
+        data = write_csv(tmp / f"texts-{n}.csv", random_texts(n))
+        with PeakRSS() as rss:
+            s = embed_files([data], spec, tmp / f"m{n}", shard_rows=10_000, workers=2,
+                            threads_per_worker=1, progress=False)  # fmt: skip
+        out[str(n)] = {"peak_rss_mb": round(rss.peak, 1), "seconds": round(s.seconds, 1),
+                       "texts_per_s": round(n / s.seconds, 1)}  # fmt: skip
+        print(n, out[str(n)], flush=True)
+        shutil.rmtree(tmp / f"m{n}")
+    big, small = out[str(max(ns))], out[str(min(ns))]
+    return {"runs": out, "ratio_peak_rss": round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)}
+
+
+def overhead(model: str, n: int, tmp: Path) -> dict[str, Any]:
+    import torch
+
+    from llmembed import Backbone, BackboneSpec
+    from llmembed.distributed import embed_files
+
+    texts = sst2_texts(n)
+    data = write_csv(tmp / "sst2.csv", texts)
+    spec = BackboneSpec(model, layers="-1", pooling="mean", max_length=256)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    local = Backbone(spec).embed(texts, progress=False)
+    local_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    embed_files([data], spec, tmp / "o", shard_rows=n, workers=1, threads_per_worker=1,
+                progress=False)  # fmt: skip
+    ray_s = time.perf_counter() - t0
+    from llmembed.distributed import read_shards
+
+    diff = float(np.abs(read_shards(tmp / "o")[0]["embedding"] - local).max())
+    return {"model": model, "texts": n, "local_s": round(local_s, 1), "ray_s": round(ray_s, 1),
+            "overhead_pct": round(100 * (ray_s - local_s) / local_s, 1),
+            "max_abs_diff": diff}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", choices=["workers", "memory", "overhead"])
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--n", default="20000")
+    p.add_argument("--shard-rows", type=int, default=2000)
+    p.add_argument("--output", type=Path, default=DEFAULT_OUT)
+    a = p.parse_args()
+    ns = [int(x) for x in a.n.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.what == "workers":
+            result = workers(a.model, ns[0], a.shard_rows, Path(tmp))
+        elif a.what == "memory":
+            result = memory(ns, Path(tmp))
+        else:
+            result = overhead(a.model, ns[0], Path(tmp))
+    result.update(measured=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count(),
+                  loadavg=os.getloadavg()[0])  # fmt: skip
+    data = json.loads(a.output.read_text()) if a.output.exists() else {}
+    data[a.what] = result
+    a.output.write_text(json.dumps(data, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
