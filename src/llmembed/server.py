@@ -463,10 +463,10 @@ def _model_process_main(folder: str, config: ServeConfig, device: str, conn: Any
 
 
 class _ModelProcess:
-    """The model in a process of its own, so that tokenization and the forward pass never hold
-    the HTTP process's GIL (in one process, 128 clients of a MiniLM model slowed both the event
-    loop and the forward pass: 51 texts/s against 167 at 32 clients). Same interface as
-    :class:`_Model`; texts and probabilities go through a pipe.
+    """The model in a process of its own: tokenization and the forward pass never hold the HTTP
+    process's GIL, the model's memory is not the HTTP process's, and a model killed for memory
+    is noticed (the server stops) instead of taking the HTTP process with it. Same interface
+    as :class:`_Model`; texts and probabilities go through a pipe.
 
     Raises (constructor): ModelLoadError when the model fails to load.
     """
