@@ -112,6 +112,18 @@ def test_ray_predictions_equal_local_ones(tmp_path, inputs, tiny_llama, tiny_ber
     np.testing.assert_allclose(cols["probabilities"], clf.predict_proba(texts), atol=1e-5)
 
 
+def test_cli_predict_engine_ray(tmp_path, inputs, tiny_llama, tiny_bert, toy_texts):
+    files, texts = inputs
+    clf = LLMEmbedClassifier(recipe=tiny_recipe(tiny_llama, tiny_bert), verbose=False)
+    clf.fit(*toy_texts).save(tmp_path / "model")
+    args = ["predict", str(tmp_path / "model"), *map(str, files), "--engine", "ray", "--quiet"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "give an --output folder" in r.output
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "preds")])
+    assert r.exit_code == 0, r.output
+    assert list(read_shards(tmp_path / "preds")[0]["label"]) == list(clf.predict(texts))
+
+
 def test_imported_shards_are_cache_hits(tmp_path, inputs, tiny_bert):
     files, texts = inputs
     out = tmp_path / "emb"

@@ -107,6 +107,27 @@ def _one_input(inputs: list[str], engine: str) -> Path:
     return Path(inputs[0])
 
 
+def _ray_options(
+    text_col: str,
+    shard_rows: int,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    threads: int | None,
+    device: str,
+) -> dict:
+    """The keyword arguments embed_files / predict_files share (threads default to 1 a worker)."""
+    return {
+        "text_col": text_col,
+        "shard_rows": shard_rows,
+        "workers": workers,
+        "cpus_per_worker": cpus_per_worker,
+        "gpus_per_worker": gpus_per_worker,
+        "threads_per_worker": threads or 1,
+        "device": device,
+    }
+
+
 def _ray_summary(summary) -> None:
     console.print(
         f"wrote {summary.output}: {summary.computed} shards computed ({summary.rows} rows), "
@@ -158,22 +179,11 @@ def embed(
         if engine == "ray":
             from .distributed import embed_files
 
-            _ray_summary(
-                embed_files(
-                    inputs,
-                    spec,
-                    output,
-                    text_col=text_col,
-                    shard_rows=shard_rows,
-                    workers=workers,
-                    cpus_per_worker=cpus_per_worker,
-                    gpus_per_worker=gpus_per_worker,
-                    threads_per_worker=threads or 1,
-                    device=device,
-                    address=address,
-                    progress=not quiet,
-                )
+            options = _ray_options(
+                text_col, shard_rows, workers, cpus_per_worker, gpus_per_worker, threads, device
             )
+            options["progress"] = not quiet
+            _ray_summary(embed_files(inputs, spec, output, address=address, **options))
             return
         texts, _ = read_table(_one_input(inputs, engine), text_col=text_col)
         bb = Backbone(spec, device=device)
@@ -361,22 +371,11 @@ def predict(
 
             if output is None:
                 raise ConfigError("--engine ray writes Parquet shards: give an --output folder")
-            _ray_summary(
-                predict_files(
-                    model_dir,
-                    inputs,
-                    output,
-                    text_col=text_col,
-                    shard_rows=shard_rows,
-                    workers=workers,
-                    cpus_per_worker=cpus_per_worker,
-                    gpus_per_worker=gpus_per_worker,
-                    threads_per_worker=threads or 1,
-                    device=device,
-                    address=address,
-                    progress=not quiet,
-                )
+            options = _ray_options(
+                text_col, shard_rows, workers, cpus_per_worker, gpus_per_worker, threads, device
             )
+            options["progress"] = not quiet
+            _ray_summary(predict_files(model_dir, inputs, output, address=address, **options))
             return
         texts, _ = read_table(_one_input(inputs, engine), text_col=text_col)
         clf = LLMEmbedClassifier.from_pretrained(
