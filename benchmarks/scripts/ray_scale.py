@@ -18,7 +18,6 @@ one key per experiment.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -31,22 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from llmembed_bench.environment import process_tree_rss_mb
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "ray_scale.json"
-
-
-def tree_rss_mb(pid: int) -> float:
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    todo += [int(c) for c in (task / "children").read_text().split()]
-    return total / 1024
 
 
 class PeakRSS:
@@ -58,7 +45,7 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_mb(os.getpid()))
+            self.peak = max(self.peak, process_tree_rss_mb(os.getpid()))
             self._stop.wait(self.every)
 
     def __enter__(self) -> PeakRSS:

@@ -40,6 +40,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from llmembed_bench.environment import process_tree_rss_mb
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "serving.json"
 
@@ -103,28 +105,6 @@ def server(model: Path, args: list[str], threads: int) -> Iterator[tuple[str, in
         log.close()
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of the server: its process and all its descendants (the model
-    process), in MB."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            todo += _children(p)
-    return total / 1024
-
-
 def scrape(url: str) -> dict[str, float]:
     """The server's counters and histogram sums, flat: {'name{labels}': value}."""
     out = {}
@@ -175,6 +155,21 @@ def _pct(latencies: list[float], q: float) -> float | None:
     return round(1000 * float(np.percentile(latencies, q)), 1) if latencies else None
 
 
+async def _predict_one(
+    http: httpx.AsyncClient, text: str, latencies: list[float], codes: dict[str, int]
+) -> None:
+    """One request of one text: its status (or error class) counted, its latency kept if 200."""
+    t0 = time.perf_counter()
+    try:
+        r = await http.post("/v1/predict", json={"texts": [text]})
+        code = str(r.status_code)
+    except httpx.HTTPError as e:
+        code = type(e).__name__
+    codes[code] = codes.get(code, 0) + 1
+    if code == "200":
+        latencies.append(time.perf_counter() - t0)
+
+
 async def closed_loop(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` clients, each sending one text per request back to back for ``seconds``."""
     latencies: list[float] = []
@@ -185,15 +180,7 @@ async def closed_loop(url: str, texts: list[str], clients: int, seconds: float) 
     async def client(i: int, http: httpx.AsyncClient) -> None:
         rng = random.Random(i)
         while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                r = await http.post("/v1/predict", json={"texts": [rng.choice(texts)]})
-                code = str(r.status_code)
-            except httpx.HTTPError as e:
-                code = type(e).__name__
-            codes[code] = codes.get(code, 0) + 1
-            if code == "200":
-                latencies.append(time.perf_counter() - t0)
+            await _predict_one(http, rng.choice(texts), latencies, codes)
 
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         t0 = time.perf_counter()
@@ -257,7 +244,7 @@ def load(
                 before = scrape(url)
                 row = many_clients(url, texts, n, seconds, -(-n // per_process))
                 row.update(stage_summary(scrape(url), before))
-                row["server_rss_mb"] = round(rss_mb(pid), 1)
+                row["server_rss_mb"] = round(process_tree_rss_mb(pid), 1)
                 print(mode, json.dumps(row), flush=True)
                 rows.append(row)
         out[mode] = rows
@@ -282,33 +269,22 @@ async def open_loop(
         base_url=url, timeout=120, limits=httpx.Limits(max_connections=256)
     ) as http:
 
-        async def one(text: str) -> None:
-            t0 = time.perf_counter()
-            try:
-                r = await http.post("/v1/predict", json={"texts": [text]})
-                code = str(r.status_code)
-            except httpx.HTTPError as e:
-                code = type(e).__name__
-            codes[code] = codes.get(code, 0) + 1
-            if code == "200":
-                latencies.append(time.perf_counter() - t0)
-
         start = time.perf_counter()
         next_sample = start
         sent = 0
         while (now := time.perf_counter()) - start < seconds:
             if now >= next_sample:
-                rss.append((round(now - start, 1), round(rss_mb(pid), 1)))
+                rss.append((round(now - start, 1), round(process_tree_rss_mb(pid), 1)))
                 next_sample += sample_s
             due = int((now - start) * rate) + 1
             while sent < due:
-                task = asyncio.create_task(one(rng.choice(texts)))
+                task = asyncio.create_task(_predict_one(http, rng.choice(texts), latencies, codes))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 sent += 1
             await asyncio.sleep(min(0.01, 1 / rate))
         await asyncio.gather(*pending)
-        rss.append((round(time.perf_counter() - start, 1), round(rss_mb(pid), 1)))
+        rss.append((round(time.perf_counter() - start, 1), round(process_tree_rss_mb(pid), 1)))
     warm = [m for t, m in rss if t >= 60] or [m for _, m in rss]
     return {
         "rate_per_s": rate,

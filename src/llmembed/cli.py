@@ -182,8 +182,9 @@ def embed(
             options = _ray_options(
                 text_col, shard_rows, workers, cpus_per_worker, gpus_per_worker, threads, device
             )
-            options["progress"] = not quiet
-            _ray_summary(embed_files(inputs, spec, output, address=address, **options))
+            _ray_summary(
+                embed_files(inputs, spec, output, address=address, progress=not quiet, **options)
+            )
             return
         texts, _ = read_table(_one_input(inputs, engine), text_col=text_col)
         bb = Backbone(spec, device=device)
@@ -374,8 +375,11 @@ def predict(
             options = _ray_options(
                 text_col, shard_rows, workers, cpus_per_worker, gpus_per_worker, threads, device
             )
-            options["progress"] = not quiet
-            _ray_summary(predict_files(model_dir, inputs, output, address=address, **options))
+            _ray_summary(
+                predict_files(
+                    model_dir, inputs, output, address=address, progress=not quiet, **options
+                )
+            )
             return
         texts, _ = read_table(_one_input(inputs, engine), text_col=text_col)
         clf = LLMEmbedClassifier.from_pretrained(
