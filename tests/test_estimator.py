@@ -150,6 +150,7 @@ def test_fit_sets_only_fitted_attributes(make_clf, data24):
         "head_",
         "history_",
         "recipe_",
+        "temperature_",
         "timings_",
         "val_metrics_",
     ]

@@ -129,7 +129,7 @@ def test_thousand_classes_stay_small(tmp_path, tiny_bert):
     clf.classes_ = np.array([f"class-{i:04d}" for i in range(n)])
     clf.recipe_ = recipe
     clf.head_ = FusionHead([(1, 24)], n, recipe.head).eval()
-    clf.history_, clf.best_epoch_, clf.timings_ = [], 1, {}
+    clf.history_, clf.best_epoch_, clf.timings_, clf.temperature_ = [], 1, {}, 1.0
     rng = np.random.default_rng(0)
     clf.val_metrics_ = classification_metrics(rng.integers(0, n, 5000), rng.integers(0, n, 5000))
     clf.save_pretrained(tmp_path / "m")

@@ -36,7 +36,7 @@ from .hardware import torch_threads
 from .heads import HeadConfig
 from .io import validate_labels, validate_texts
 from .lexical import LexicalChannel, LexicalConfig, head_config
-from .metrics import classification_metrics
+from .metrics import calibration_metrics, classification_metrics
 from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
 from .recipes import Recipe, load_recipe
 from .training import TrainConfig, predict_logits, train_head
@@ -134,6 +134,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         The epoch whose weights were kept (early stopping on the validation split).
     val_metrics_ : dict or None
         Validation metrics of the best epoch (None without a validation split).
+    temperature_ : float
+        Softmax temperature fitted on the held-out logits (``train.calibrate``; 1.0 without
+        held-out rows): ``predict_proba`` is ``softmax(logits / temperature_)``, so its
+        probabilities are calibrated and its argmax (the predictions) unchanged.
     timings_ : dict of str to float
         Seconds per stage of ``fit`` ("embed:<model>", "lexical" when the channel is on,
         "train_head"); later ``predict`` / ``evaluate`` calls update the "embed:<model>" and
@@ -400,6 +404,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.val_metrics_ = result.val_metrics
+        self.temperature_ = result.temperature
         self.timings_ = timings
         return self
 
@@ -418,7 +423,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             arrays.append(channel.transform(texts))
             self.timings_["lexical"] = time.perf_counter() - t0
         feats = [torch.as_tensor(f) for f in arrays]
-        return torch.softmax(predict_logits(self.head_, feats), dim=1).numpy()
+        logits = predict_logits(self.head_, feats) / self.temperature_
+        return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         """Predicted labels, of the same kind as the training labels (str, int, ...).
@@ -441,14 +447,22 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         return float(accuracy_score(y_true, self.predict(texts), sample_weight=sample_weight))
 
     def evaluate(self, X: Sequence[str], y: Sequence[Any]) -> dict[str, Any]:
-        """accuracy, macro/micro-F1, positive-class F1 (binary), per-class report, confusion.
+        """accuracy, macro/micro-F1, positive-class F1 (binary), per-class report, confusion,
+        and the expected calibration error with the fitted temperature (``ece``) and without
+        (``ece_uncalibrated``, temperature 1), with the ``temperature``.
 
         Raises NotFittedError before fit/load, LLMEmbedError for invalid texts or labels.
         """
         self._check_fitted()
         texts = validate_texts(X, where="texts")
         y_true = validate_labels(y, len(texts), where="labels")
-        return classification_metrics(list(y_true), self.predict(texts), labels=self.classes_)
+        proba = self.predict_proba(texts)
+        out = classification_metrics(
+            list(y_true), self.classes_[proba.argmax(1)], labels=self.classes_
+        )
+        known = np.isin(y_true, self.classes_)  # a label never seen in training has no column
+        y_idx = np.searchsorted(self.classes_, y_true[known])
+        return {**out, **calibration_metrics(y_idx, proba[known], self.temperature_)}
 
     # -- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:
@@ -481,6 +495,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             n_train=self.__dict__.get("_n_train"),
             best_epoch=self.best_epoch_,
             val_metrics=modelcard.summary_metrics(self.val_metrics_),
+            temperature=self.temperature_,
         )
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
         channel = self.lexical_
@@ -536,6 +551,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         clf.history_ = []
         clf.best_epoch_ = saved.best_epoch
         clf.val_metrics_ = saved.val_metrics
+        clf.temperature_ = saved.temperature
         clf.timings_ = {}
         if check_backbones:
             modelcard.check_backbones(folder, saved, clf.backbones_)

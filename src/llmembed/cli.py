@@ -75,7 +75,7 @@ def _write_json(path: Path | None, data: dict) -> None:
 
 
 def _summary(metrics: dict) -> str:
-    keys = ("accuracy", "macro_f1", "micro_f1", "positive_f1")
+    keys = ("accuracy", "macro_f1", "micro_f1", "positive_f1", "ece")
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
@@ -316,8 +316,15 @@ def evaluate(
             check_backbones=check_backbones,
             threads=threads,
         )
+        from .metrics import calibration_metrics
+
         classes = [str(c) for c in clf.classes_]
-        metrics = _metrics_as_strings(labels, [str(p) for p in clf.predict(texts)], classes)
+        proba = clf.predict_proba(texts)
+        metrics = _metrics_as_strings(labels, [classes[i] for i in proba.argmax(1)], classes)
+        column = {c: i for i, c in enumerate(classes)}
+        known = [i for i, lab in enumerate(labels) if lab in column]
+        y_idx = [column[labels[i]] for i in known]
+        metrics.update(calibration_metrics(y_idx, proba[known], clf.temperature_))
         console.print(_summary(metrics))
         _write_json(output, metrics)
 

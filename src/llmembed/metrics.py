@@ -42,6 +42,48 @@ def classification_metrics(
     return out
 
 
+def expected_calibration_error(
+    y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15
+) -> float:
+    """Expected calibration error of the top-class confidence: the texts are binned by
+    ``max(proba)`` into ``n_bins`` equal-width bins, and the gaps between each bin's mean
+    confidence and its accuracy are averaged, weighted by the bin's share of texts.
+
+    Takes: integer labels (column indices of ``proba``), probabilities [n, n_classes].
+    Returns: the ECE in [0, 1] (0.0 for no texts).
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y_true)
+    if not len(y):
+        return 0.0
+    confidence = proba.max(1)
+    correct = proba.argmax(1) == y
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
+    return float(ece)
+
+
+def calibration_metrics(
+    y_true: Sequence[int], proba: np.ndarray, temperature: float
+) -> dict[str, float]:
+    """``ece`` of probabilities computed at softmax ``temperature``, ``ece_uncalibrated`` of the
+    same model at temperature 1 (recovered from ``proba``: softmax(T log p) = softmax(z)), and
+    the ``temperature``. Takes integer labels (column indices of ``proba``)."""
+    with np.errstate(divide="ignore"):  # p = 0: log 0 = -inf, still 0 after the softmax
+        z = temperature * np.log(np.asarray(proba, dtype=np.float64))
+    raw = np.exp(z - z.max(1, keepdims=True)) if len(z) else z
+    raw = raw / raw.sum(1, keepdims=True) if len(z) else raw
+    return {
+        "ece": expected_calibration_error(y_true, proba),
+        "ece_uncalibrated": expected_calibration_error(y_true, raw),
+        "temperature": float(temperature),
+    }
+
+
 def _plain(value: Any) -> Any:
     """numpy scalar -> Python scalar, for JSON."""
     return value.item() if hasattr(value, "item") else value

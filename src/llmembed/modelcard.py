@@ -31,6 +31,8 @@ out of it because vocabularies run to hundreds of thousands of n-grams.
   ``hidden_size``, ``n_vectors`` and ``license`` (for zoo models, else null).
 * ``n_train`` (int or null), ``best_epoch`` (int or null), ``val_metrics`` (summary only:
   ``n``, ``accuracy``, ``macro_f1``, ``micro_f1``, ``positive_f1`` for two classes; or null).
+* ``temperature`` (positive number): the softmax temperature fitted by calibration; folders
+  written before it existed have none and load with 1.0.
 
 Every malformed folder is refused with one :class:`~llmembed.errors.ModelLoadError` line that
 names the file and the field.
@@ -150,6 +152,7 @@ class SavedModel:
     n_train: int | None = None
     best_epoch: int | None = None
     val_metrics: dict[str, Any] | None = None
+    temperature: float = 1.0
 
     @property
     def head_shapes(self) -> list[tuple[int, int]]:
@@ -177,6 +180,7 @@ class SavedModel:
             "n_train": self.n_train,
             "best_epoch": self.best_epoch,
             "val_metrics": self.val_metrics,
+            "temperature": self.temperature,
         }
 
 
@@ -502,6 +506,14 @@ def _recipe(file: Path, data: Any) -> Recipe:
         raise _bad(file, "recipe", str(e)) from None
 
 
+def _temperature(file: Path, data: dict[str, Any]) -> float:
+    """The softmax temperature; 1.0 in folders written before calibration existed."""
+    value = data.get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _bad(file, "temperature", f"expected a positive number, got {_short(value)}")
+    return float(value)
+
+
 def _int_field(file: Path, data: dict[str, Any], key: str, minimum: int = 0) -> int | None:
     value = data.get(key)
     if value is not None and (not is_int(value) or value < minimum):
@@ -692,6 +704,7 @@ def read_saved_model(folder: str | Path) -> SavedModel:
         n_train=_int_field(file, data, "n_train"),
         best_epoch=_int_field(file, data, "best_epoch"),
         val_metrics=summary_metrics(val),
+        temperature=_temperature(file, data),
     )
 
 
