@@ -4,12 +4,13 @@ Endpoints: ``POST /v1/predict`` (labels, optionally probabilities), ``GET /v1/mo
 classes, backbone pins, versions), ``GET /healthz`` (alive), ``GET /readyz`` (model loaded and
 warmed up), ``GET /metrics`` (Prometheus text format), ``/docs`` (OpenAPI).
 
-Requests wait in one bounded queue; a single inference thread takes from it batches of up to
+Requests wait in one bounded queue; one worker thread takes from it batches of up to
 ``max_batch_texts`` texts (whole requests, merged: dynamic micro-batching, as in
 text-embeddings-inference), waiting at most ``max_wait_ms`` for a batch to fill when the model
-is idle. A full queue answers 503 with ``Retry-After`` at once, so memory stays bounded; bad
-input is a 4xx with a one-line ``{"error": ...}``; SIGTERM stops accepting connections and
-answers the requests already received before the process exits (uvicorn's graceful shutdown).
+is idle, and hands them to the model, which runs in a process of its own. A full queue
+answers 503 with ``Retry-After`` at once, so memory stays bounded; bad input is a 4xx with a
+one-line ``{"error": ...}``; SIGTERM stops accepting connections and answers the requests
+already received before the process exits (uvicorn's graceful shutdown).
 The embedding cache is off on the request path by default (a server must not write a file per
 request); ``cache="read-only"`` reads a cache filled beforehand without writing to it.
 
