@@ -168,3 +168,23 @@ def test_help_lists_commands():
         assert cmd in r.output
     for cmd in ("evaluate", "predict"):
         assert "--no-check-backbones" in runner.invoke(app, [cmd, "--help"]).output
+
+
+def test_error_messages_keep_square_brackets():
+    """A one-line error naming an extra (`llmembed[ray]`) is printed as is, not as markup."""
+    import typer
+
+    from llmembed.cli import _run
+    from llmembed.errors import LLMEmbedError
+
+    one = typer.Typer()
+
+    def fail():
+        raise LLMEmbedError("pip install 'llmembed[ray]' (or 'ray[data]')")
+
+    @one.command()
+    def go() -> None:
+        _run(fail)
+
+    r = runner.invoke(one, [])
+    assert r.exit_code == 2 and "'llmembed[ray]' (or 'ray[data]')" in r.output

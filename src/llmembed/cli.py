@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import LLMEmbedError
@@ -58,7 +59,10 @@ def _run(fn):
     try:
         return fn()
     except LLMEmbedError as e:
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, highlight=False)
+        # escaped: a message such as "pip install 'llmembed[ray]'" is not markup
+        console.print(
+            f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, markup=True, highlight=False
+        )
         raise typer.Exit(2) from None
 
 
@@ -83,7 +87,7 @@ Engine = Annotated[
     str,
     typer.Option(
         help="local (this process) or ray (Ray Data actors writing resumable Parquet shards to "
-        "the --output folder; pip install 'llmembed[ray]')."
+        "the --output folder; pip install 'llmembed\\[ray]')."
     ),
 ]
 Workers = Annotated[int, typer.Option(help="ray: actors, each holding one model.")]
@@ -511,7 +515,7 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = False,
 ) -> None:
     """Serve a trained model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /readyz,
-    /metrics (Prometheus), /docs. Needs `pip install 'llmembed[serve]'`."""
+    /metrics (Prometheus), /docs. Needs the serve extra: pip install 'llmembed\\[serve]'."""
 
     def go():
         from . import server
