@@ -66,6 +66,9 @@ def test_fit_calibrates_without_changing_predictions(tmp_path, tiny_llama, tiny_
     clf.save(tmp_path / "m")
     again = LLMEmbedClassifier.load(tmp_path / "m", verbose=False)
     assert again.temperature_ == clf.temperature_
+    assert (
+        f"softmax temperature {clf.temperature_:.3f}" in (tmp_path / "m" / "README.md").read_text()
+    )
     np.testing.assert_allclose(again.predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
 
 

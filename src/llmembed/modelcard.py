@@ -385,6 +385,8 @@ def render_card(saved: SavedModel) -> str:
             f"hidden {head.hidden}, sigma {head.sigma})",
             f"- data: {data}",
             f"- validation: {metrics}",
+            f"- probability calibration: softmax temperature {saved.temperature:.3f}"
+            + (" (fitted on held-out rows)" if saved.temperature != 1.0 else ""),
             *lexical_lines,
             "",
             "## Backbones",
