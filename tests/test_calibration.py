@@ -86,3 +86,9 @@ def test_older_folders_load_with_temperature_one_and_bad_ones_are_refused(
     config.write_text(json.dumps(data))
     with pytest.raises(ModelLoadError, match="temperature"):
         LLMEmbedClassifier.load(tmp_path / "m", verbose=False)
+
+
+def test_calibration_metrics_map_labels_and_leave_out_unseen_ones():
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    by_label = calibration_metrics(["a", "b", "never seen"], proba, 2.0, classes=["a", "b"])
+    assert by_label == calibration_metrics([0, 1], proba[:2], 2.0)

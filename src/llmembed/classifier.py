@@ -460,9 +460,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         out = classification_metrics(
             list(y_true), self.classes_[proba.argmax(1)], labels=self.classes_
         )
-        known = np.isin(y_true, self.classes_)  # a label never seen in training has no column
-        y_idx = np.searchsorted(self.classes_, y_true[known])
-        return {**out, **calibration_metrics(y_idx, proba[known], self.temperature_)}
+        calibration = calibration_metrics(list(y_true), proba, self.temperature_, self.classes_)
+        return {**out, **calibration}
 
     # -- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:

@@ -325,10 +325,7 @@ def evaluate(
         classes = [str(c) for c in clf.classes_]
         proba = clf.predict_proba(texts)
         metrics = _metrics_as_strings(labels, [classes[i] for i in proba.argmax(1)], classes)
-        column = {c: i for i, c in enumerate(classes)}
-        known = [i for i, lab in enumerate(labels) if lab in column]
-        y_idx = [column[labels[i]] for i in known]
-        metrics.update(calibration_metrics(y_idx, proba[known], clf.temperature_))
+        metrics.update(calibration_metrics(labels, proba, clf.temperature_, classes))
         console.print(_summary(metrics))
         _write_json(output, metrics)
 

@@ -68,15 +68,28 @@ def expected_calibration_error(
 
 
 def calibration_metrics(
-    y_true: Sequence[int], proba: np.ndarray, temperature: float
+    y_true: Sequence[Any],
+    proba: np.ndarray,
+    temperature: float,
+    classes: Sequence[Any] | None = None,
 ) -> dict[str, float]:
     """``ece`` of probabilities computed at softmax ``temperature``, ``ece_uncalibrated`` of the
     same model at temperature 1 (recovered from ``proba``: softmax(T log p) = softmax(z)), and
-    the ``temperature``. Takes integer labels (column indices of ``proba``)."""
+    the ``temperature``.
+
+    Takes: the true labels, as column indices of ``proba`` or, with ``classes`` (the label of
+    each column), as labels; rows whose label is not among ``classes`` (never seen in
+    training: no column) are left out.
+    """
+    from scipy.special import softmax
+
+    proba = np.asarray(proba, dtype=np.float64)
+    if classes is not None:
+        column = {c: i for i, c in enumerate(classes)}
+        known = [i for i, label in enumerate(y_true) if label in column]
+        y_true, proba = [column[y_true[i]] for i in known], proba[known]
     with np.errstate(divide="ignore"):  # p = 0: log 0 = -inf, still 0 after the softmax
-        z = temperature * np.log(np.asarray(proba, dtype=np.float64))
-    raw = np.exp(z - z.max(1, keepdims=True)) if len(z) else z
-    raw = raw / raw.sum(1, keepdims=True) if len(z) else raw
+        raw = softmax(temperature * np.log(proba), axis=1)
     return {
         "ece": expected_calibration_error(y_true, proba),
         "ece_uncalibrated": expected_calibration_error(y_true, raw),
