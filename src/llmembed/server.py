@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .errors import ConfigError, LLMEmbedError, ModelLoadError
 
 try:
@@ -383,7 +384,7 @@ class InferenceError(RuntimeError):
 
 
 class _Model:
-    """The loaded classifier (warmed up on one text) and its class list, in this process."""
+    """The loaded classifier (warmed up on one text), in this process."""
 
     def __init__(self, folder: Path, config: ServeConfig, device: str) -> None:
         from .classifier import LLMEmbedClassifier
@@ -399,7 +400,6 @@ class _Model:
             verbose=False,
             threads=config.threads,
         )
-        self.classes = [c.item() if hasattr(c, "item") else c for c in self.clf.classes_]
         for bb in self.clf.backbones_:
             if config.token_budget is not None:
                 bb.token_budget = config.token_budget
@@ -434,7 +434,7 @@ def _release_free_memory() -> None:
 
 
 def _model_process_main(folder: str, config: ServeConfig, device: str, conn: Any) -> None:
-    """The model process: load, report ("ready", classes) or ("error", message), then answer
+    """The model process: load, report ("ready", None) or ("error", message), then answer
     each batch of texts with ("ok", (probabilities, stages)) or ("error", message) until it
     receives None or the pipe closes. It ignores SIGINT / SIGTERM: the server drains its
     requests first, then tells it to stop."""
@@ -445,7 +445,7 @@ def _model_process_main(folder: str, config: ServeConfig, device: str, conn: Any
     except BaseException as e:  # noqa: BLE001 - sent to the server, which reports it
         conn.send(("error", str(e) if isinstance(e, LLMEmbedError) else _one_line(e)))
         return
-    conn.send(("ready", model.classes))
+    conn.send(("ready", None))
     trimmed = time.monotonic()
     while True:
         if time.monotonic() - trimmed > 1.0 and not conn.poll():
@@ -487,7 +487,6 @@ class _ModelProcess:
         if kind != "ready":
             self.close()
             raise ModelLoadError(value)
-        self.classes = value
 
     def _receive(self) -> tuple[str, Any]:
         try:
@@ -611,7 +610,7 @@ def create_app(
         raise ModelLoadError(f"{folder} is not a folder: give a folder written by llmembed train")
     saved = modelcard.read_saved_model(folder)  # a broken folder fails now, not later
     metrics = Metrics()
-    state: dict[str, Any] = {"model": None, "error": None, "classes": saved.classes}
+    state: dict[str, Any] = {"model": None, "error": None}
 
     def run_model(texts: list[str]) -> tuple[np.ndarray, dict[str, float]]:
         model = state["model"]
@@ -640,7 +639,7 @@ def create_app(
             return
         state["model"] = model
         metrics.ready.set(1)
-        log.info("model ready: %s (%d classes)", folder, len(model.classes))
+        log.info("model ready: %s (%d classes)", folder, len(saved.classes))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -655,7 +654,7 @@ def create_app(
     app = FastAPI(
         title="llmembed",
         description="Text classification with a saved llmembed model.",
-        version=_version(),
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.config = config
@@ -695,9 +694,8 @@ def create_app(
         except Exception as e:  # the model failed on the batch (logged by the batcher)
             detail = str(e) if isinstance(e, InferenceError) else _one_line(e)
             return _error(500, f"inference failed: {detail}")
-        classes = state["classes"]
-        labels = [classes[i] for i in probs.argmax(1)]
-        out: dict[str, Any] = {"labels": labels, "classes": classes}
+        labels = [saved.classes[i] for i in probs.argmax(1)]
+        out: dict[str, Any] = {"labels": labels, "classes": saved.classes}
         if req.return_probabilities:
             out["probabilities"] = probs.tolist()
         metrics.latency.observe(time.perf_counter() - started)
@@ -757,12 +755,6 @@ class _CountRequests:
             # the route's path, not the URL: a scan of random URLs cannot grow the metrics
             path = getattr(scope.get("route"), "path", "other")
             self.metrics.requests.labels(path, str(status)).inc()
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def serve(
