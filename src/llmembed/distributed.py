@@ -407,7 +407,7 @@ def read_shards(folder: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[
     ``key`` as 16-byte ``bytes`` objects) and the metadata of the shards.
     Raises: DataError for a folder that is not a run folder or has no shards yet.
     """
-    _, pq = _arrow()
+    pa, pq = _arrow()
     root = Path(folder).expanduser()
     files = _shard_files(root)
     if not files:
@@ -419,9 +419,10 @@ def read_shards(folder: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[
         meta = json.loads(table.schema.metadata[b"llmembed"])
         for name in table.column_names:
             col = table.column(name).combine_chunks()
-            value = col.to_numpy_ndarray() if hasattr(col, "to_numpy_ndarray") else col
-            if not isinstance(value, np.ndarray):
-                value = np.asarray(value.to_pylist(), dtype=object)
+            if isinstance(col, pa.FixedShapeTensorArray):
+                value = col.to_numpy_ndarray()
+            else:  # row_id: int64; label and key: object arrays of str / int / bytes
+                value = col.to_numpy(zero_copy_only=False)
             columns.setdefault(name, []).append(value)
     out = {k: np.concatenate(v) for k, v in columns.items()}
     order = np.argsort(out["row_id"], kind="stable")
