@@ -7,7 +7,9 @@ writes the head as safetensors, everything else as JSON with every backbone pinn
 card (format: :mod:`llmembed.modelcard`); from_pretrained(dir or hub repo id) (alias load)
 checks the pins and rebuilds it on any device. It follows scikit-learn's
 estimator contract (get_params / set_params / clone, fitted attributes set only by fit and load),
-so it works in GridSearchCV, cross_val_score and as the last step of a Pipeline.
+so it works in GridSearchCV, cross_val_score and as the last step of a Pipeline. Multi-label
+targets (one label set per text, or an indicator matrix) train one sigmoid per label
+(:mod:`llmembed.multilabel`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from .hardware import torch_threads
 from .heads import HeadConfig
 from .io import validate_labels, validate_texts
 from .lexical import LexicalChannel, LexicalConfig, head_config
-from .metrics import calibration_metrics, classification_metrics
+from .metrics import calibration_metrics, classification_metrics, multilabel_metrics
 from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
+from .multilabel import MultiLabel, binarize, decide, is_label_sets, label_sets, read_target
 from .recipes import Recipe, load_recipe
 from .training import TrainConfig, predict_logits, train_head
 
@@ -87,6 +90,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     A scikit-learn classifier whose input ``X`` is a sequence of raw texts (list, tuple, numpy
     array or pandas Series of ``str``) and whose labels ``y`` are all strings, all numbers or all
     booleans; predictions come back of the same kind. Only the small fusion head is trained.
+    Multi-label: ``y`` holds one label set per text (a list / tuple / set of labels, empty for
+    none) or is a 0/1 indicator matrix; ``predict`` then answers in the same form.
 
     Parameters
     ----------
@@ -117,13 +122,25 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         torch threads for fit / predict / embed (the previous count is restored after). None:
         ``LLMEMBED_THREADS`` if set, else the usable cores minus those other processes keep
         busy (:func:`llmembed.hardware.default_threads`).
+    multi_label : bool or "auto", default="auto"
+        "auto": multi-label when ``y`` holds label sets or is an indicator matrix. True: also
+        one label per text is read as one-element label sets (a model that may answer with
+        none or several); False: refuse label sets.
 
     Parameters are stored as given and checked by ``fit``.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The sorted training labels; ``predict_proba`` columns follow this order.
+        The sorted training labels (multi-label indicator matrices: the column labels);
+        ``predict_proba`` columns follow this order.
+    multi_label_ : bool
+        Whether the model is multi-label: ``predict_proba`` then gives one independent
+        probability per label (sigmoid) and ``predict`` a label set per text.
+    thresholds_ : ndarray of shape (n_classes,) or None
+        Multi-label: the per-label decision thresholds, tuned on the held-out rows (F1 per
+        label where it has enough held-out positives, else the best global threshold); None
+        for a single-label model.
     recipe_ : Recipe
         The recipe the model was trained with (parameters applied).
     head_ : FusionHead
@@ -137,7 +154,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     temperature_ : float
         Softmax temperature fitted on the held-out logits (``train.calibrate``; 1.0 without
         held-out rows): ``predict_proba`` is ``softmax(logits / temperature_)``, so its
-        probabilities are calibrated and its argmax (the predictions) unchanged.
+        probabilities are calibrated and its argmax (the predictions) unchanged. Always 1.0
+        for a multi-label model (its thresholds are tuned instead).
     timings_ : dict of str to float
         Seconds per stage of ``fit`` ("embed:<model>", "lexical" when the channel is on,
         "train_head"); later ``predict`` / ``evaluate`` calls update the "embed:<model>" and
@@ -180,6 +198,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         device: str = "auto",
         verbose: bool = True,
         threads: int | None = None,
+        multi_label: bool | str = "auto",
     ) -> None:
         self.recipe = recipe
         self.backbones = backbones
@@ -191,6 +210,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.verbose = verbose
         self.threads = threads
+        self.multi_label = multi_label
 
     # -- scikit-learn protocol -----------------------------------------------------------------
     def __sklearn_tags__(self) -> Tags:
@@ -200,6 +220,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.target_tags.required = True
         tags.classifier_tags.multi_class = True
+        tags.classifier_tags.multi_label = True
         return tags
 
     def _more_tags(self) -> dict[str, Any]:
@@ -360,22 +381,21 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     # -- estimator API -------------------------------------------------------------------------
     @_with_threads
-    def fit(self, X: Sequence[str], y: Sequence[Any]) -> LLMEmbedClassifier:
+    def fit(
+        self, X: Sequence[str], y: Any, classes: Sequence[Any] | None = None
+    ) -> LLMEmbedClassifier:
         """Extract embeddings for the texts X and train the head on labels y; returns self.
 
         y: one label per text, all strings, all numbers or all booleans (a list, array or
-        pandas Series). Raises LLMEmbedError for invalid texts, labels, recipe or parameters.
+        pandas Series); or, multi-label, one label set per text or a 0/1 indicator matrix
+        [n_texts, n_labels] (see ``multi_label``). classes: the labels of an indicator matrix's
+        columns (default 0 .. n_labels-1), or the complete label list of label sets.
+        Raises LLMEmbedError for invalid texts, labels, recipe or parameters.
         """
         if y is None:  # before the texts, so the message is about the missing labels
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
-        y_arr = validate_labels(y, len(texts), where="labels")
-        classes, y_idx = np.unique(y_arr, return_inverse=True)
-        if len(classes) < 2:
-            raise DataError(
-                f"Training data has a single class ({classes[0]!r}): a classifier needs "
-                "at least two."
-            )
+        labels, target, multi = self._target(y, len(texts), classes)
         recipe = self._resolved_recipe()
         timings: dict[str, float] = {}
         features = self._extract(texts, self._backbones_for(recipe.backbones), timings)
@@ -383,13 +403,13 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         if recipe.lexical.enabled:  # after the backbones: head.mean_of indices are unaffected
             t0 = time.perf_counter()
             channel = LexicalChannel(recipe.lexical)
-            features.append(channel.fit_transform(texts, y_idx, len(classes), recipe.train.seed))
+            features.append(channel.fit_transform(texts, target, len(labels), recipe.train.seed))
             timings["lexical"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = train_head(
             features,
-            y_idx,
-            len(classes),
+            target,
+            len(labels),
             head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical raw
             recipe.train,
             device="cpu",
@@ -398,7 +418,9 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         timings["train_head"] = time.perf_counter() - t0
         self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
         self._lexical = channel  # read as lexical_
-        self.classes_ = classes
+        if multi is not None:
+            multi.thresholds = [float(t) for t in result.thresholds]
+        self._set_target(labels, multi)
         self.recipe_ = recipe
         self.head_ = result.head
         self.history_ = result.history
@@ -408,9 +430,49 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.timings_ = timings
         return self
 
+    def _target(
+        self, y: Any, n_texts: int, classes: Sequence[Any] | None
+    ) -> tuple[np.ndarray, np.ndarray, MultiLabel | None]:
+        """(labels, training target, multi-label settings or None): the sorted labels and
+        class indices [n] (single-label), or the labels and a 0/1 matrix [n, n_labels] with
+        :class:`MultiLabel` settings still lacking their thresholds."""
+        if self.multi_label not in (True, False, "auto"):
+            raise ConfigError(
+                f'multi_label must be True, False or "auto", not {self.multi_label!r}'
+            )
+        sets = is_label_sets(y)
+        if sets and self.multi_label is False:
+            raise DataError(
+                "labels: one label set per text (or an indicator matrix), but multi_label=False; "
+                'give one label per text or set multi_label=True (or "auto")'
+            )
+        if sets or self.multi_label is True:
+            if not sets:  # one label per text, read as one-element sets
+                y = [[label] for label in validate_labels(y, n_texts, where="labels").tolist()]
+            labels, matrix, form, at_least_one = read_target(y, n_texts, classes)
+            return labels, matrix, MultiLabel([], at_least_one, form)
+        if classes is not None:
+            raise ConfigError("classes= is for multi-label targets (an indicator matrix's labels)")
+        y_arr = validate_labels(y, n_texts, where="labels")
+        labels, y_idx = np.unique(y_arr, return_inverse=True)
+        if len(labels) < 2:
+            raise DataError(
+                f"Training data has a single class ({labels[0]!r}): a classifier needs "
+                "at least two."
+            )
+        return labels, y_idx, None
+
+    def _set_target(self, classes: np.ndarray, multi: MultiLabel | None) -> None:
+        """Set classes_ and the multi-label attributes (fit and load)."""
+        self._multi = multi
+        self.classes_ = classes
+        self.multi_label_ = multi is not None
+        self.thresholds_ = None if multi is None else np.asarray(multi.thresholds)
+
     @_with_threads
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        """Class probabilities [n, n_classes], columns in ``classes_`` order.
+        """Class probabilities [n, n_classes], columns in ``classes_`` order (rows sum to 1;
+        multi-label: one independent probability per label).
 
         Raises NotFittedError before fit/load, LLMEmbedError for invalid texts.
         """
@@ -423,16 +485,37 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             arrays.append(channel.transform(texts))
             self.timings_["lexical"] = time.perf_counter() - t0
         feats = [torch.as_tensor(f) for f in arrays]
-        logits = predict_logits(self.head_, feats) / self.temperature_
-        return torch.softmax(logits, dim=1).numpy()
+        logits = predict_logits(self.head_, feats)
+        if self.multi_label_:
+            return torch.sigmoid(logits).numpy()
+        return torch.softmax(logits / self.temperature_, dim=1).numpy()
 
-    def predict(self, X: Sequence[str]) -> np.ndarray:
+    def predict(self, X: Sequence[str]) -> Any:
         """Predicted labels, of the same kind as the training labels (str, int, ...).
 
+        Multi-label: a list with one tuple of labels per text (``classes_`` order; labels given
+        as sets), or a 0/1 int matrix [n, n_labels] (labels given as an indicator matrix).
         Raises NotFittedError before fit/load, LLMEmbedError for invalid texts.
         """
-        proba = self.predict_proba(X)  # checks fitted before classes_ is read
-        return self.classes_[proba.argmax(1)]
+        return self.predict_from_proba(self.predict_proba(X))
+
+    def predict_from_proba(self, proba: np.ndarray, as_sets: bool = False) -> Any:
+        """What :meth:`predict` answers, from :meth:`predict_proba`'s output: the most probable
+        class per row, or (multi-label) the labels at or above their thresholds.
+
+        For callers that want both probabilities and labels without extracting twice.
+        ``as_sets``: multi-label answers are label tuples even for a model trained on an
+        indicator matrix (no effect on single-label models).
+        Raises NotFittedError before fit/load.
+        """
+        self._check_fitted()
+        multi = self.__dict__.get("_multi")
+        if multi is None:
+            return self.classes_[np.asarray(proba).argmax(1)]
+        decisions = decide(proba, multi)
+        if multi.form == "indicator" and not as_sets:
+            return decisions.astype(np.int64)
+        return label_sets(decisions, self.classes_)
 
     def score(
         self, X: Sequence[str], y: Sequence[Any], sample_weight: Sequence[float] | None = None
@@ -443,18 +526,29 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_fitted()
         texts = validate_texts(X, where="texts")
+        if self.multi_label_:  # subset accuracy, as scikit-learn scores multi-label
+            truth = binarize(y, self.classes_, len(texts))
+            pred = decide(self.predict_proba(texts), self._multi)
+            return float(accuracy_score(truth, pred, sample_weight=sample_weight))
         y_true = validate_labels(y, len(texts), where="labels")
         return float(accuracy_score(y_true, self.predict(texts), sample_weight=sample_weight))
 
-    def evaluate(self, X: Sequence[str], y: Sequence[Any]) -> dict[str, Any]:
+    def evaluate(self, X: Sequence[str], y: Any) -> dict[str, Any]:
         """accuracy, macro/micro-F1, positive-class F1 (binary), per-class report, confusion,
         and the expected calibration error with the fitted temperature (``ece``) and without
         (``ece_uncalibrated``, temperature 1), with the ``temperature``.
 
+        Multi-label (label sets or an indicator matrix): micro / macro / samples F1, subset
+        accuracy, Hamming loss, label cardinality and a per-label report
+        (:func:`llmembed.metrics.multilabel_metrics`).
         Raises NotFittedError before fit/load, LLMEmbedError for invalid texts or labels.
         """
         self._check_fitted()
         texts = validate_texts(X, where="texts")
+        if self.multi_label_:
+            truth = binarize(y, self.classes_, len(texts))
+            pred = decide(self.predict_proba(texts), self._multi)
+            return multilabel_metrics(truth, pred, labels=self.classes_)
         y_true = validate_labels(y, len(texts), where="labels")
         proba = self.predict_proba(texts)
         out = classification_metrics(
@@ -495,6 +589,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             best_epoch=self.best_epoch_,
             val_metrics=modelcard.summary_metrics(self.val_metrics_),
             temperature=self.temperature_,
+            multi_label=self.__dict__.get("_multi"),
         )
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
         channel = self.lexical_
@@ -544,7 +639,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         clf._backbone_pool = {}
         clf._n_train = saved.n_train
         clf._lexical = channel
-        clf.classes_ = np.asarray(saved.classes)
+        clf._set_target(np.asarray(saved.classes), saved.multi_label)
         clf.recipe_ = saved.recipe
         clf.head_ = head
         clf.history_ = []

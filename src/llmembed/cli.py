@@ -32,6 +32,15 @@ console = Console(stderr=True)
 
 TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the texts.")]
 LabelCol = Annotated[str, typer.Option("--label-col", help="Column holding the labels.")]
+MultiLabel = Annotated[
+    bool,
+    typer.Option(
+        "--multi-label",
+        help="Each label cell is a set of labels joined by --label-sep (JSON / Parquet: or a "
+        "list); an empty cell is a text without labels.",
+    ),
+]
+LabelSep = Annotated[str, typer.Option("--label-sep", help="Separator of multi-label cells.")]
 CacheDir = Annotated[
     Path | None,
     typer.Option(
@@ -79,7 +88,8 @@ def _write_json(path: Path | None, data: dict) -> None:
 
 
 def _summary(metrics: dict) -> str:
-    keys = ("accuracy", "macro_f1", "micro_f1", "positive_f1", "ece")
+    keys = ("accuracy", "macro_f1", "micro_f1", "positive_f1", "samples_f1", "subset_accuracy")
+    keys += ("hamming_loss", "ece")
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
@@ -240,6 +250,8 @@ def train(
     ] = None,
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
+    multi_label: MultiLabel = False,
+    label_sep: LabelSep = "|",
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -253,6 +265,7 @@ def train(
         from .io import read_table
         from .modelcard import summary_metrics
 
+        sep = label_sep if multi_label else None
         test = None
         if dataset:
             ds = load_benchmark(dataset, data_dir)
@@ -260,13 +273,18 @@ def train(
                 raise LLMEmbedError(f"{dataset}: {ds.note}; it has no training split to train on")
             texts, labels, test = ds.train_texts, ds.train_labels, (ds.test_texts, ds.test_labels)
         elif train_file is not None:
-            texts, labels = read_table(train_file, text_col=text_col, label_col=label_col)
+            texts, labels = read_table(train_file, text_col, label_col, sep)
         else:
             raise LLMEmbedError("Give a training file or --dataset NAME")
         if test_file is not None:
-            test = read_table(test_file, text_col=text_col, label_col=label_col)
+            test = read_table(test_file, text_col, label_col, sep)
         clf = LLMEmbedClassifier(
-            recipe=recipe, cache_dir=cache_dir, device=device, verbose=not quiet, threads=threads
+            recipe=recipe,
+            cache_dir=cache_dir,
+            device=device,
+            verbose=not quiet,
+            threads=threads,
+            multi_label=multi_label,
         )
         clf.fit(texts, labels)
         clf.save(out)
@@ -299,19 +317,21 @@ def evaluate(
     ] = None,
     text_col: TextCol = "text",
     label_col: LabelCol = "label",
+    label_sep: LabelSep = "|",
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
     quiet: Quiet = False,
     check_backbones: CheckBackbones = True,
 ) -> None:
-    """Accuracy, macro/micro-F1, per-class report and confusion matrix on a labelled file."""
+    """Accuracy, macro/micro-F1, per-class report and confusion matrix on a labelled file
+    (multi-label models: micro/macro/samples-F1, subset accuracy, Hamming loss; label cells
+    split at --label-sep)."""
 
     def go():
         from .classifier import LLMEmbedClassifier
         from .io import read_table
 
-        texts, labels = read_table(data, text_col=text_col, label_col=label_col)
         clf = LLMEmbedClassifier.from_pretrained(
             model_dir,
             device=device,
@@ -322,6 +342,13 @@ def evaluate(
         )
         from .metrics import calibration_metrics
 
+        if clf.multi_label_:
+            texts, sets = read_table(data, text_col, label_col, label_sep)
+            metrics = clf.evaluate(texts, _as_model_labels(sets, clf.classes_))
+            console.print(_summary(metrics))
+            _write_json(output, metrics)
+            return
+        texts, labels = read_table(data, text_col=text_col, label_col=label_col)
         classes = [str(c) for c in clf.classes_]
         proba = clf.predict_proba(texts)
         metrics = _metrics_as_strings(labels, [classes[i] for i in proba.argmax(1)], classes)
@@ -330,6 +357,12 @@ def evaluate(
         _write_json(output, metrics)
 
     _run(go)
+
+
+def _as_model_labels(sets: list[list[str]], classes) -> list[list]:
+    """Label sets read from a file (strings) in the model's own label values (ints stay ints)."""
+    value = {str(c): c.item() if hasattr(c, "item") else c for c in classes}
+    return [[value.get(label, label) for label in row] for row in sets]
 
 
 def _metrics_as_strings(y_true, y_pred, classes):
@@ -356,6 +389,9 @@ def predict(
     ] = None,
     proba: Annotated[bool, typer.Option(help="Add one probability column per class.")] = False,
     text_col: TextCol = "text",
+    label_sep: Annotated[
+        str, typer.Option("--label-sep", help="Multi-label models: joins a text's labels.")
+    ] = "|",
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -399,7 +435,9 @@ def predict(
             threads=threads,
         )
         probs = clf.predict_proba(texts)
-        labels = clf.classes_[probs.argmax(1)]
+        labels = clf.predict_from_proba(probs, as_sets=True)
+        if clf.multi_label_:
+            labels = [label_sep.join(map(str, s)) for s in labels]
         with contextlib.ExitStack() as stack:
             handle = stack.enter_context(open(output, "w", newline="")) if output else sys.stdout
             writer = csv.writer(handle)

@@ -230,7 +230,9 @@ class _PredictWorker(_Worker):
     def compute(self, texts: list[str], first_row: int) -> tuple[Any, dict[str, Any]]:
         pa, _ = _arrow()
         proba = self.clf.predict_proba(texts).astype(np.float32)
-        labels = self.clf.classes_[proba.argmax(1)]
+        labels = self.clf.predict_from_proba(proba, as_sets=True)
+        if self.clf.multi_label_:
+            labels = [list(s) for s in labels]
         table = pa.table(
             {
                 "row_id": _rows(first_row, len(texts)),
@@ -369,8 +371,8 @@ def predict_files(
     """Predict labels and probabilities of a saved model over ``inputs`` on Ray Data.
 
     Takes and returns as :func:`embed_files`, with a saved-model folder instead of a backbone;
-    shards hold ``row_id``, ``label`` and ``probabilities`` (columns in the classes order of
-    the file metadata). Raises as :func:`embed_files`, and ModelLoadError for a folder that is
+    shards hold ``row_id``, ``label`` (a list of labels for a multi-label model) and
+    ``probabilities`` (columns in the classes order of the file metadata). Raises as :func:`embed_files`, and ModelLoadError for a folder that is
     not a saved model (checked before Ray starts).
     """
     from . import modelcard

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,13 +131,19 @@ def _records_parquet(path: Path) -> tuple[list[str], list[dict[str, object]]]:
 
 
 def read_table(
-    path: str | os.PathLike, text_col: str = "text", label_col: str | None = None
-) -> tuple[list[str], list[str] | None]:
+    path: str | os.PathLike,
+    text_col: str = "text",
+    label_col: str | None = None,
+    label_sep: str | None = None,
+) -> tuple[list[str], list[Any] | None]:
     """Read texts (and labels, if ``label_col``) from the user's own CSV, TSV, JSONL/NDJSON,
     JSON (a list of records) or Parquet file, chosen by extension.
 
     CSV/TSV are read with Python's csv module (header row, standard ``"`` quoting, UTF-8); all
     cells stay strings. Texts are returned as given; labels as strings (``1`` -> ``"1"``).
+    With ``label_sep`` (multi-label), each label cell is a set of labels: a string split at
+    ``label_sep`` (parts stripped, empty parts dropped; an empty cell is a text without labels)
+    or, in JSON / Parquet, a list; labels come back as lists of strings.
     Raises :class:`LLMEmbedError` naming the file, the column or the 1-based data row on problems.
     """
     p = Path(path).expanduser()
@@ -176,12 +183,30 @@ def read_table(
         if not t.strip():
             raise DataError(f"{p}: data row {n}, column {text_col!r}: empty text")
         texts.append(t)
-        if labels is not None:
+        if labels is not None and label_sep is not None:
+            labels.append(_label_set(rec.get(label_col), label_sep, p, n, label_col))  # type: ignore[arg-type]
+        elif labels is not None:
             lab = rec.get(label_col)  # type: ignore[arg-type]
             if _is_missing(lab) or (isinstance(lab, str) and not lab.strip()):
                 raise DataError(f"{p}: data row {n} has no label in column {label_col!r}")
             labels.append(_label_str(lab))
     return texts, labels
+
+
+def _label_set(cell: object, sep: str, path: Path, row: int, col: str) -> list[str]:
+    """One multi-label cell as a list of label strings (see :func:`read_table`)."""
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        parts = [_label_str(v) for v in cell if not _is_missing(v)]
+    elif isinstance(cell, str):
+        parts = cell.split(sep)
+    elif _is_missing(cell):
+        parts = []
+    else:
+        raise DataError(
+            f"{path}: data row {row}, column {col!r}: expected labels joined by {sep!r} or a "
+            f"list, got {type(cell).__name__} {cell!r:.60}"
+        )
+    return [p.strip() for p in parts if p.strip()]
 
 
 def validate_texts(texts: Sequence[object], where: str = "input") -> list[str]:
@@ -259,24 +284,55 @@ def validate_labels(labels: object, n_texts: int, where: str = "labels") -> np.n
         raise DataError(f"{where}: {n_texts} texts but {len(items)} labels")
     if not items:
         raise DataError(f"{where}: no labels (empty list)")
-    first: tuple[str, int, object] | None = None
-    for i, v in enumerate(items):
-        if _label_missing(v):
+    _check_labels(items, [f"row {i}" for i in range(len(items))], where)
+    return np.asarray(items)
+
+
+def validate_label_sets(labels: object, n_texts: int, where: str = "labels") -> list[list[Any]]:
+    """Check multi-label training labels: one collection of labels per text (list, tuple, set,
+    frozenset or 1-D array; empty for a text without labels), the labels all strings, all
+    numbers or all booleans. Returns them as lists, values as given.
+
+    Raises :class:`LLMEmbedError` naming ``where`` and the text (0-based) for an item that is
+    not a collection, a missing label, labels of mixed kinds, or a length that differs from
+    ``n_texts``.
+    """
+    if labels is None or isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+        raise DataError(f"{where}: expected one label set per text, got {type(labels).__name__}")
+    rows = list(labels)  # type: ignore[call-overload]
+    if len(rows) != n_texts:
+        raise DataError(f"{where}: {n_texts} texts but {len(rows)} label sets")
+    out: list[list[Any]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple, set, frozenset, np.ndarray)):
             raise DataError(
-                f"{where}: label at row {i} is missing ({v!r}); every text needs a label"
+                f"{where}: item {i} is a {type(row).__name__} ({row!r:.60}), not a label set; "
+                "give every text a list / tuple / set of labels (empty for none)"
             )
+        out.append(list(row))
+    flat = [label for row in out for label in row]
+    _check_labels(flat, [f"text {i}" for i, row in enumerate(out) for _ in row], where)
+    return out
+
+
+def _check_labels(items: list[object], positions: list[str], where: str) -> None:
+    """Refuse a missing label, one of another type, or labels of mixed kinds; ``positions``
+    names each item in the messages ("row 3", "text 3")."""
+    first: tuple[str, str, object] | None = None
+    for at, v in zip(positions, items):
+        if _label_missing(v):
+            raise DataError(f"{where}: label at {at} is missing ({v!r}); every text needs a label")
         kind = _label_kind(v)
         if kind is None:
             raise DataError(
-                f"{where}: label at row {i} is a {type(v).__name__} ({v!r:.60}); labels must "
+                f"{where}: label at {at} is a {type(v).__name__} ({v!r:.60}); labels must "
                 "be strings, numbers or booleans"
             )
         if first is None:
-            first = (kind, i, v)
+            first = (kind, at, v)
         elif kind != first[0]:
             raise DataError(
                 f"{where}: labels must all be strings or all numbers (or all booleans), but "
-                f"row {first[1]} is {type(first[2]).__name__} {first[2]!r} and row {i} is "
+                f"{first[1]} is {type(first[2]).__name__} {first[2]!r} and {at} is "
                 f"{type(v).__name__} {v!r}"
             )
-    return np.asarray(items)

@@ -5,7 +5,8 @@ On topic data such as Reuters (R8 / R52) single words decide many labels, and a 
 model over n-grams is hard to beat. The channel turns it into a dense feature the head fuses with
 the frozen backbones' vectors: per text, the decision scores of a ``LinearSVC`` trained on the
 hstacked TF-IDF matrices (word n-grams and ``char_wb`` n-grams), one score per class (one in
-all for two classes), as an array ``[n_texts, 1, width]``.
+all for two classes; one binary SVM per label for multi-label targets), as an array
+``[n_texts, 1, width]``.
 
 The scores are the head's last input, after every backbone's (so ``mean_of`` indices keep their
 meaning), and they always join the MLP's input raw as well (:func:`head_config` adds their index
@@ -130,12 +131,13 @@ class LexicalConfig(Settings):
         return [a for a in ANALYZERS if ranges[a]]
 
 
-def output_width(n_classes: int) -> int:
-    """Width of the channel's output: one score per class, or one in all for two classes.
+def output_width(n_classes: int, multi_label: bool = False) -> int:
+    """Width of the channel's output: one score per class, or one in all for two classes (one
+    per label, however many, for multi-label targets).
 
-    Takes: the number of classes (>= 2). Returns: the width.
+    Takes: the number of classes (>= 2; labels >= 1 for multi-label). Returns: the width.
     """
-    return 1 if n_classes == 2 else int(n_classes)
+    return 1 if n_classes == 2 and not multi_label else int(n_classes)
 
 
 def head_config(head: HeadConfig, n_backbones: int, lexical: LexicalConfig) -> HeadConfig:
@@ -164,6 +166,7 @@ class LexicalChannel:
         self.coef: np.ndarray | None = None  # [width, n_features] float32
         self.intercept: np.ndarray | None = None  # [width] float32
         self.n_classes: int | None = None
+        self.multi_label = False
 
     # -- building blocks -----------------------------------------------------------------------
     def _vectorizer(self, analyzer: str) -> Any:
@@ -202,11 +205,13 @@ class LexicalChannel:
 
     def _fit_rows(self, x: Any, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
         """(coef [width, n_features], intercept [width]) of an SVM fitted on ``rows``, in the
-        global class columns.
+        global class columns (multi-label: one binary SVM per label, ``y`` a 0/1 matrix).
 
         A class missing from ``rows`` scores -1 (the SVM's "not this class" margin) whatever the
         text; rows of one class only score it +1 and the others -1.
         """
+        if self.multi_label:
+            return self._fit_labels(x, y, rows, seed)
         n_classes = self.n_classes or 2
         width = output_width(n_classes)
         present = np.unique(y[rows])
@@ -228,14 +233,30 @@ class LexicalChannel:
             coef[present], intercept[present] = svm.coef_, svm.intercept_
         return coef, intercept
 
+    def _fit_labels(self, x: Any, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
+        """Multi-label :meth:`_fit_rows`: a binary SVM per label column of the 0/1 matrix y; a
+        label all rows have scores +1, one none has -1."""
+        width = y.shape[1]
+        coef = np.zeros((width, x.shape[1]), dtype=np.float32)
+        intercept = np.full(width, -1.0, dtype=np.float32)
+        for j in range(width):
+            target = y[rows, j]
+            if target.min() == target.max():
+                intercept[j] = 1.0 if target[0] == 1 else -1.0
+                continue
+            svm = self._svm(seed).fit(x[rows], target)
+            coef[j], intercept[j] = svm.coef_[0], svm.intercept_[0]
+        return coef, intercept
+
     # -- fitting and scoring -------------------------------------------------------------------
     def fit_transform(
         self, texts: Sequence[str], y_idx: np.ndarray, n_classes: int, seed: int = 0
     ) -> np.ndarray:
         """Fit on the training texts; returns their out-of-fold scores, float32 [n, 1, width].
 
-        Takes: the training texts, their labels as integers 0..n_classes-1, the number of
-        classes (>= 2), and the seed of the fold split and the SVM (same seed, same output).
+        Takes: the training texts, their labels as integers 0..n_classes-1 (or, multi-label, a
+        0/1 matrix [n, n_classes]: plain k-fold splits then), the number of classes (>= 2), and
+        the seed of the fold split and the SVM (same seed, same output).
         The vectorizers are fitted on all the texts; the folds are stratified
         (``StratifiedKFold``, which spreads a class rarer than ``folds`` over as many folds
         as it has texts), or plain shuffled ``KFold`` when every class is rarer than ``folds``
@@ -246,8 +267,16 @@ class LexicalChannel:
         from sklearn.model_selection import KFold, StratifiedKFold
 
         texts = list(texts)
+        multi = np.ndim(y_idx) == 2
         y = np.asarray(y_idx, dtype=np.int64)
-        if (
+        if multi and (
+            len(y) != len(texts) or y.shape[1] != n_classes or not np.isin(y, (0, 1)).all()
+        ):
+            raise ConfigError(
+                f"lexical channel: expected a 0/1 matrix of {len(texts)} rows and {n_classes} "
+                f"columns, got shape {list(y.shape)}"
+            )
+        if not multi and (
             n_classes < 2
             or len(y) != len(texts)
             or (len(y) and not 0 <= y.min() <= y.max() < n_classes)
@@ -257,6 +286,7 @@ class LexicalChannel:
                 f"least 2 classes, got {len(y)} labels for {len(texts)} texts"
             )
         self.n_classes = int(n_classes)
+        self.multi_label = multi
         self.vectorizers, blocks = {}, []
         for analyzer in self.config.analyzers:
             vec = self._vectorizer(analyzer)
@@ -274,15 +304,15 @@ class LexicalChannel:
             self.vectorizers[analyzer] = vec
         x = sp.hstack(blocks, format="csr")
         folds = min(self.config.folds, len(texts))
-        counts = np.bincount(y, minlength=n_classes)
-        if counts.max() >= folds:  # rare classes (R52's) only make scikit-learn warn
+        # rare classes (R52's) only make scikit-learn warn
+        if not multi and np.bincount(y, minlength=n_classes).max() >= folds:
             splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
         else:
             splitter = KFold(folds, shuffle=True, random_state=seed)
-        oof = np.zeros((len(texts), output_width(n_classes)), dtype=np.float32)
+        oof = np.zeros((len(texts), output_width(n_classes, multi)), dtype=np.float32)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            splits = list(splitter.split(np.zeros(len(y)), y))
+            splits = list(splitter.split(np.zeros(len(y)), None if multi else y))
         # One fit at a time: liblinear draws from one process-wide random state, so fits run in
         # threads side by side (1.65x faster here) give different results from run to run.
         for train, test in splits:
@@ -307,7 +337,7 @@ class LexicalChannel:
         """The head's input shape for this channel: (1, width). Raises ConfigError unfitted."""
         if self.n_classes is None:
             raise ConfigError("lexical channel: not fitted; call fit_transform() first")
-        return (1, output_width(self.n_classes))
+        return (1, output_width(self.n_classes, self.multi_label))
 
     # -- saving without pickle -----------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -315,7 +345,8 @@ class LexicalChannel:
 
         Returns: arrays ``<analyzer>.idf`` (float64, per analyzer), ``svm.coef`` (float32
         [width, n_features]) and ``svm.intercept`` (float32 [width]); and ``config`` (the
-        settings), ``n_classes`` and ``vocabularies`` (per analyzer: n-gram -> column).
+        settings), ``n_classes`` and ``vocabularies`` (per analyzer: n-gram -> column), and
+        ``multi_label: true`` for a multi-label channel (absent otherwise).
         Raises: ConfigError when the channel is not fitted.
         """
         if self.coef is None or self.intercept is None or self.n_classes is None:
@@ -335,6 +366,8 @@ class LexicalChannel:
             "n_classes": self.n_classes,
             "vocabularies": vocabularies,
         }
+        if self.multi_label:
+            meta["multi_label"] = True
         return arrays, meta
 
     @classmethod
@@ -346,18 +379,23 @@ class LexicalChannel:
         vocabulary, a vocabulary that is not a term -> column map over 0..size-1, or an array
         whose shape, dtype or values (non-finite) do not fit the vocabularies and class count.
         """
-        if not isinstance(meta, dict) or set(meta) != {"config", "n_classes", "vocabularies"}:
+        fields = {"config", "n_classes", "vocabularies"}
+        if not isinstance(meta, dict) or set(meta) - {"multi_label"} != fields:
             raise ConfigError(
                 "lexical state: expected an object with the fields 'config', 'n_classes' and "
-                "'vocabularies'"
+                "'vocabularies' (and 'multi_label')"
             )
+        multi = meta.get("multi_label", False)
+        if not isinstance(multi, bool):
+            raise ConfigError(f"lexical state: multi_label must be true or false, not {multi!r}")
         if not isinstance(meta["config"], dict):
             raise ConfigError("lexical state: 'config' is not an object")
         config = LexicalConfig.from_dict(meta["config"])
         n_classes = meta["n_classes"]
-        if not is_int(n_classes) or n_classes < 2:
+        if not is_int(n_classes) or n_classes < (1 if multi else 2):
             raise ConfigError(
-                f"lexical state: n_classes must be an integer >= 2, not {n_classes!r}"
+                f"lexical state: n_classes must be an integer >= {1 if multi else 2}, not "
+                f"{n_classes!r}"
             )
         vocabularies = meta["vocabularies"]
         analyzers = config.analyzers
@@ -377,6 +415,7 @@ class LexicalChannel:
                 raise ConfigError(f"lexical state: array '{name}' holds non-finite values")
         channel = cls(config)
         channel.n_classes = n_classes
+        channel.multi_label = multi
         total = 0
         for a in analyzers:
             vocab = vocabularies[a]
@@ -400,7 +439,7 @@ class LexicalChannel:
             vec.idf_ = np.asarray(idf, dtype=np.float64)  # the setter builds the TfidfTransformer
             channel.vectorizers[a] = vec
             total += len(vocab)
-        width = output_width(n_classes)
+        width = output_width(n_classes, multi)
         coef, intercept = arrays["svm.coef"], arrays["svm.intercept"]
         if coef.shape != (width, total) or intercept.shape != (width,):
             raise ConfigError(

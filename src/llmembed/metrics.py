@@ -42,9 +42,7 @@ def classification_metrics(
     return out
 
 
-def expected_calibration_error(
-    y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15
-) -> float:
+def expected_calibration_error(y_true: Sequence[int], proba: np.ndarray, n_bins: int = 15) -> float:
     """Expected calibration error of the top-class confidence: the texts are binned by
     ``max(proba)`` into ``n_bins`` equal-width bins, and the gaps between each bin's mean
     confidence and its accuracy are averaged, weighted by the bin's share of texts.
@@ -100,3 +98,39 @@ def calibration_metrics(
 def _plain(value: Any) -> Any:
     """numpy scalar -> Python scalar, for JSON."""
     return value.item() if hasattr(value, "item") else value
+
+
+def multilabel_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[Any]
+) -> dict[str, Any]:
+    """Multi-label metrics of 0/1 matrices [n, n_labels] (columns in ``labels`` order):
+    micro-, macro- and samples-averaged F1, subset accuracy (the share of texts whose whole
+    label set is right), Hamming loss (the share of wrong text x label decisions), label
+    cardinality of truth and prediction, and a per-label report (precision, recall, F1,
+    support).
+    """
+    from sklearn.metrics import hamming_loss, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    out: dict[str, Any] = {"n": int(len(y_true))}
+    for average in ("micro", "macro", "samples"):
+        out[f"{average}_f1"] = float(
+            f1_score(y_true, y_pred, average=average, zero_division=0) if len(y_true) else 0.0
+        )
+    out["subset_accuracy"] = float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0
+    out["hamming_loss"] = float(hamming_loss(y_true, y_pred)) if len(y_true) else 0.0
+    out["label_cardinality"] = float(y_true.sum(1).mean()) if len(y_true) else 0.0
+    out["predicted_cardinality"] = float(y_pred.sum(1).mean()) if len(y_true) else 0.0
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    out["per_class"] = {
+        str(lab): {
+            "precision": float(pi),
+            "recall": float(ri),
+            "f1-score": float(fi),
+            "support": float(si),
+        }
+        for lab, pi, ri, fi, si in zip(labels, p, r, f, s)
+    }
+    out["labels"] = [_plain(lab) for lab in labels]
+    return out

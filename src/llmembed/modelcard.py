@@ -33,6 +33,9 @@ out of it because vocabularies run to hundreds of thousands of n-grams.
   ``n``, ``accuracy``, ``macro_f1``, ``micro_f1``, ``positive_f1`` for two classes; or null).
 * ``temperature`` (positive number): the softmax temperature fitted by calibration; folders
   written before it existed have none and load with 1.0.
+* ``multi_label`` (object, multi-label models only): ``thresholds`` (one per class, in (0, 1)),
+  ``at_least_one`` (bool: a text always gets its most probable label) and ``form`` ("sets" or
+  "indicator": how ``predict`` answers); see :mod:`llmembed.multilabel`. Absent: single-label.
 
 Every malformed folder is refused with one :class:`~llmembed.errors.ModelLoadError` line that
 names the file and the field.
@@ -56,6 +59,7 @@ from .errors import LLMEmbedError, ModelLoadError
 from .files import atomic_path, atomic_write_text
 from .heads import FusionHead, HeadConfig
 from .lexical import LexicalChannel, LexicalConfig, head_config, output_width
+from .multilabel import FORMS, MultiLabel
 from .recipes import Recipe
 from .training import TrainConfig
 
@@ -92,7 +96,16 @@ WEIGHTS_NAME = "head.safetensors"
 CARD_NAME = "README.md"
 LEXICAL_WEIGHTS_NAME = "lexical.safetensors"
 LEXICAL_CONFIG_NAME = "lexical.json"
-SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "micro_f1", "positive_f1")
+SUMMARY_KEYS = (
+    "n",
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "positive_f1",
+    "samples_f1",
+    "subset_accuracy",
+    "hamming_loss",
+)
 OPT_OUT = (
     "LLMEmbedClassifier.from_pretrained(path, check_backbones=False) (CLI: --no-check-backbones)"
 )
@@ -153,13 +166,14 @@ class SavedModel:
     best_epoch: int | None = None
     val_metrics: dict[str, Any] | None = None
     temperature: float = 1.0
+    multi_label: MultiLabel | None = None
 
     @property
     def head_shapes(self) -> list[tuple[int, int]]:
         """The head's input shapes: one per backbone, then (1, width) for the lexical channel."""
         shapes = list(self.shapes)
         if self.recipe.lexical.enabled:
-            shapes.append((1, output_width(len(self.classes))))
+            shapes.append((1, output_width(len(self.classes), self.multi_label is not None)))
         return shapes
 
     @property
@@ -181,6 +195,7 @@ class SavedModel:
             "best_epoch": self.best_epoch,
             "val_metrics": self.val_metrics,
             "temperature": self.temperature,
+            **({"multi_label": self.multi_label.to_dict()} if self.multi_label else {}),
         }
 
 
@@ -204,7 +219,8 @@ def package_versions() -> dict[str, str]:
 
 
 def summary_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The summary kept in ``llmembed.json``: n, accuracy, macro/micro-F1, positive-class F1.
+    """The summary kept in ``llmembed.json``: n, accuracy, macro/micro-F1, positive-class F1
+    (multi-label: n, micro/macro/samples-F1, subset accuracy, Hamming loss).
 
     Takes: metrics as :func:`llmembed.metrics.classification_metrics` returns them (or a summary,
     or None). Returns: a small dict without per-class report or confusion matrix, or None.
@@ -303,6 +319,21 @@ def _md(value: Any, limit: int = 60) -> str:
     return f"`{text}`"
 
 
+def _probability_line(saved: SavedModel) -> str:
+    """The model card's line on what its probabilities mean."""
+    ml = saved.multi_label
+    if ml is None:
+        return f"- probability calibration: softmax temperature {saved.temperature:.3f}" + (
+            " (fitted on held-out rows)" if saved.temperature != 1.0 else ""
+        )
+    low, high = min(ml.thresholds), max(ml.thresholds)
+    return (
+        f"- multi-label: one sigmoid per label; per-label decision thresholds {low:.2f} .. "
+        f"{high:.2f} tuned on held-out rows"
+        + ("; every text gets at least its most probable label" if ml.at_least_one else "")
+    )
+
+
 def render_card(saved: SavedModel) -> str:
     """The model card (README.md) of a saved model: what it is, how it was made, how to load it.
 
@@ -385,8 +416,7 @@ def render_card(saved: SavedModel) -> str:
             f"hidden {head.hidden}, sigma {head.sigma})",
             f"- data: {data}",
             f"- validation: {metrics}",
-            f"- probability calibration: softmax temperature {saved.temperature:.3f}"
-            + (" (fitted on held-out rows)" if saved.temperature != 1.0 else ""),
+            _probability_line(saved),
             *lexical_lines,
             "",
             "## Backbones",
@@ -514,6 +544,40 @@ def _temperature(file: Path, data: dict[str, Any]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise _bad(file, "temperature", f"expected a positive number, got {_short(value)}")
     return float(value)
+
+
+def _multi_label(file: Path, data: dict[str, Any], n_classes: int) -> MultiLabel | None:
+    """The multi-label settings, or None (a single-label model)."""
+    value = data.get("multi_label")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"thresholds", "at_least_one", "form"}:
+        raise _bad(
+            file,
+            "multi_label",
+            f"expected an object with 'thresholds', 'at_least_one' and 'form', got {_short(value)}",
+        )
+    thresholds = value["thresholds"]
+    if (
+        not isinstance(thresholds, list)
+        or len(thresholds) != n_classes
+        or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1
+            for t in thresholds
+        )
+    ):
+        raise _bad(
+            file,
+            "multi_label.thresholds",
+            f"expected {n_classes} numbers in (0, 1), one per class, got {_short(thresholds)}",
+        )
+    if not isinstance(value["at_least_one"], bool):
+        raise _bad(file, "multi_label.at_least_one", "expected true or false")
+    if value["form"] not in FORMS:
+        raise _bad(
+            file, "multi_label.form", f"expected one of {list(FORMS)}, got {_short(value['form'])}"
+        )
+    return MultiLabel([float(t) for t in thresholds], value["at_least_one"], value["form"])
 
 
 def _int_field(file: Path, data: dict[str, Any], key: str, minimum: int = 0) -> int | None:
@@ -707,6 +771,7 @@ def read_saved_model(folder: str | Path) -> SavedModel:
         best_epoch=_int_field(file, data, "best_epoch"),
         val_metrics=summary_metrics(val),
         temperature=_temperature(file, data),
+        multi_label=_multi_label(file, data, len(classes)),
     )
 
 

@@ -145,8 +145,9 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    """Answer of ``POST /v1/predict``: one label per text, as trained (strings stay strings);
-    ``probabilities`` (when asked) has one row per text, columns in ``classes`` order."""
+    """Answer of ``POST /v1/predict``: one label per text, as trained (strings stay strings),
+    or for a multi-label model one list of labels per text; ``probabilities`` (when asked) has
+    one row per text, columns in ``classes`` order (multi-label: independent per label)."""
 
     labels: list[Any]
     classes: list[Any]
@@ -422,6 +423,16 @@ class _Model:
         """Nothing to release in-process."""
 
 
+def _labels(probs: np.ndarray, saved: Any) -> list[Any]:
+    """The answer's labels: the most probable class per text, or (multi-label) the list of
+    labels at or above their thresholds."""
+    if saved.multi_label is None:
+        return [saved.classes[i] for i in probs.argmax(1)]
+    from .multilabel import decide, label_sets
+
+    return [list(s) for s in label_sets(decide(probs, saved.multi_label), saved.classes)]
+
+
 def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0]
 
@@ -694,7 +705,7 @@ def create_app(
         except Exception as e:  # the model failed on the batch (logged by the batcher)
             detail = str(e) if isinstance(e, InferenceError) else _one_line(e)
             return _error(500, f"inference failed: {detail}")
-        labels = [saved.classes[i] for i in probs.argmax(1)]
+        labels = _labels(probs, saved)
         out: dict[str, Any] = {"labels": labels, "classes": saved.classes}
         if req.return_probabilities:
             out["probabilities"] = probs.tolist()

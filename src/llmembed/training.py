@@ -2,6 +2,10 @@
 best-weights restore, Adam. The linear head instead is a logistic regression fitted full-batch by
 L-BFGS, its L2 strength chosen on the validation split. Seeded: two runs on the same CPU give
 identical weights.
+
+Single-label targets (one class index per text) train a softmax with cross-entropy; multi-label
+targets (a 0/1 matrix [n, n_labels]) one sigmoid per label with binary cross-entropy, and the
+held-out rows then tune a decision threshold per label (:mod:`llmembed.multilabel`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +26,8 @@ from tqdm.auto import tqdm
 from .config import Settings
 from .errors import ConfigError
 from .heads import FusionHead, HeadConfig
-from .metrics import classification_metrics
+from .metrics import classification_metrics, multilabel_metrics
+from .multilabel import tune_thresholds
 
 MONITORS = ("accuracy", "macro_f1", "loss")
 
@@ -32,8 +38,11 @@ class TrainConfig(Settings):
 
     patience: epochs without validation improvement before stopping; None trains max_epochs
         (the published protocol, which also sets val_fraction = 0).
-    monitor: validation score that picks the best epoch: accuracy, macro_f1 or loss.
-    class_weight: None or "balanced" (weights inversely proportional to class frequency).
+    monitor: validation score that picks the best epoch: accuracy, macro_f1 or loss. For
+        multi-label targets "accuracy" reads as micro-F1 (the share of texts whose whole label
+        set is right is too coarse to pick epochs by); scores use threshold 0.5.
+    class_weight: None or "balanced" (weights inversely proportional to class frequency; for
+        multi-label targets, each label's positives weighted by its negatives / positives).
     C: the linear head's inverse L2 strength, as in scikit-learn's LogisticRegression (loss =
         C x summed cross-entropy + 0.5 |W|^2). A list is a grid: each value is fitted on the
         training part, the best on the validation split wins and is refitted on all the data.
@@ -43,7 +52,8 @@ class TrainConfig(Settings):
     calibrate: fit a softmax temperature on the held-out logits (the validation split, or
         the linear head's out-of-fold rows) so that probabilities match accuracy (temperature
         scaling, Guo et al. 2017); predictions, and so accuracy, do not change. Without
-        held-out rows, or False: temperature 1.
+        held-out rows, or False: temperature 1. Single-label only: multi-label models tune
+        per-label thresholds on the same rows instead.
 
     Raises:
         ConfigError: an unknown monitor or class_weight, or val_fraction outside [0, 1).
@@ -93,7 +103,8 @@ class TrainConfig(Settings):
 class TrainResult:
     """What :func:`train_head` returns: the trained head (best validation epoch restored), one
     history record per epoch (per C for the linear head), the best epoch (0 for the linear
-    head: it has no epochs), its validation metrics and the training time."""
+    head: it has no epochs), its validation metrics, the training time, the softmax temperature
+    (single-label) and the per-label decision thresholds (multi-label; else None)."""
 
     head: FusionHead
     history: list[dict[str, float]] = field(default_factory=list)
@@ -101,13 +112,18 @@ class TrainResult:
     val_metrics: dict[str, Any] | None = None
     seconds: float = 0.0
     temperature: float = 1.0
+    thresholds: np.ndarray | None = None
 
 
 def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val), stratified when every class has at least 2 examples."""
+    """Indices (train, val), stratified when every class has at least 2 examples (multi-label
+    targets, a 0/1 matrix: a plain shuffled split)."""
     idx = np.arange(len(y))
     if fraction <= 0:
         return idx, idx[:0]
+    if y.ndim == 2:
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
+        return np.sort(tr), np.sort(va)
     counts = np.bincount(y)
     n_val = int(round(fraction * len(y)))
     stratify = y if counts[counts > 0].min() >= 2 and n_val >= len(counts[counts > 0]) else None
@@ -148,6 +164,56 @@ def fit_temperature(logits: torch.Tensor, y: np.ndarray) -> float:
     return float(best.x) if nll(best.x) < nll(1.0) else 1.0
 
 
+class _Objective:
+    """The loss and the held-out scores of one target kind: single-label (class indices,
+    cross-entropy through the head's own loss) or multi-label (a 0/1 matrix, binary
+    cross-entropy per label, scores at threshold 0.5)."""
+
+    def __init__(
+        self, head: FusionHead, y: np.ndarray, weight: torch.Tensor | None, monitor: str
+    ) -> None:
+        self.head, self.weight = head, weight
+        self.multi = y.ndim == 2
+        self.monitor = "micro_f1" if self.multi and monitor == "accuracy" else monitor
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss of logits against targets (class indices or a 0/1 matrix)."""
+        if self.multi:
+            return nn.functional.binary_cross_entropy_with_logits(
+                logits, target, pos_weight=self.weight
+            )
+        if self.head.config.fusion == "linear":  # the published double softmax is MLP-only
+            return nn.functional.cross_entropy(logits, target, weight=self.weight)
+        return self.head.loss(logits, target, self.weight)
+
+    def score(self, logits: torch.Tensor, y: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
+        """Held-out metrics of logits against labels y, and the history record: val_loss,
+        val_<metric> for accuracy / micro-F1 and macro-F1, and "score" (higher is better, by
+        ``monitor``)."""
+        target = torch.as_tensor(y)
+        loss = float(self.loss(logits, target))
+        if self.multi:
+            pred = (torch.sigmoid(logits) >= 0.5).numpy()
+            m = multilabel_metrics(y, pred, labels=range(y.shape[1]))
+            record = {"val_loss": loss, "val_micro_f1": m["micro_f1"]}
+        else:
+            m = classification_metrics(y, logits.argmax(1).numpy(), labels=range(logits.shape[1]))
+            record = {"val_loss": loss, "val_accuracy": m["accuracy"]}
+        record["val_macro_f1"] = m["macro_f1"]
+        record["score"] = -loss if self.monitor == "loss" else record[f"val_{self.monitor}"]
+        return m, record
+
+    def finish(
+        self, result: TrainResult, logits: torch.Tensor, y: np.ndarray, calibrate: bool
+    ) -> None:
+        """Fit what held-out logits decide after training: the per-label thresholds
+        (multi-label) or the softmax temperature (single-label, with ``calibrate``)."""
+        if self.multi:
+            result.thresholds = tune_thresholds(torch.sigmoid(logits).numpy(), y)
+        elif calibrate and len(y):
+            result.temperature = fit_temperature(logits, y)
+
+
 def train_head(
     features: list[np.ndarray],
     y: np.ndarray,
@@ -157,7 +223,8 @@ def train_head(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> TrainResult:
-    """Fit a FusionHead on per-backbone features [n, n_vectors, width] and integer labels y.
+    """Fit a FusionHead on per-backbone features [n, n_vectors, width] and labels y: integer
+    class indices [n] (single-label), or a 0/1 matrix [n, n_classes] (multi-label).
 
     The MLP heads train by Adam with early stopping on the validation split; the linear head
     (fusion "linear") by L-BFGS, see :func:`_fit_linear`.
@@ -166,7 +233,8 @@ def train_head(
     config = config or TrainConfig()
     start = time.perf_counter()
     device = torch.device(device)
-    y = np.asarray(y, dtype=np.int64)
+    multi = np.ndim(y) == 2
+    y = np.asarray(y, dtype=np.float32 if multi else np.int64)
     tr_idx, va_idx = split_validation(y, config.val_fraction, config.seed)
 
     torch.manual_seed(config.seed)
@@ -175,13 +243,18 @@ def train_head(
     head = FusionHead([tuple(f.shape[1:]) for f in feats], n_classes, head_config)
     head.set_standardization([f[tr_idx] for f in feats])
     weight = None
-    if config.class_weight == "balanced":
+    if config.class_weight == "balanced" and multi:
+        positives = y[tr_idx].sum(0).astype(np.float64)
+        w = (len(tr_idx) - positives) / np.maximum(positives, 1)
+        weight = torch.as_tensor(w, dtype=torch.float32, device=device)
+    elif config.class_weight == "balanced":
         counts = np.bincount(y[tr_idx], minlength=n_classes).astype(np.float64)
         w = len(tr_idx) / (n_classes * np.maximum(counts, 1))
         weight = torch.as_tensor(w, dtype=torch.float32, device=device)
     head.to(device)
+    objective = _Objective(head, y, weight, config.monitor)
     if head_config.fusion == "linear":
-        result = _fit_linear(head, feats, y, tr_idx, va_idx, config, weight, device, progress)
+        result = _fit_linear(head, feats, y, tr_idx, va_idx, config, objective, device, progress)
         result.seconds = time.perf_counter() - start
         return result
     train_x = [f[tr_idx].to(device) for f in feats]
@@ -206,29 +279,23 @@ def train_head(
         total = 0.0
         for s in range(0, len(perm), config.batch_size):
             b = perm[s : s + config.batch_size].to(device)
-            loss = head.loss(head([x[b] for x in train_x]), train_y[b], weight)
+            loss = objective.loss(head([x[b] for x in train_x]), train_y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
         record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
         if len(va_idx):
-            logits = predict_logits(head, val_x).cpu()
-            pred = logits.argmax(1).numpy()
-            record["val_loss"] = float(head.loss(logits, torch.as_tensor(y[va_idx])))
-            record["val_accuracy"] = float((pred == y[va_idx]).mean())
-            m = classification_metrics(y[va_idx], pred, labels=range(n_classes))
-            record["val_macro_f1"] = m["macro_f1"]
-            score = (
-                -record["val_loss"] if config.monitor == "loss" else record[f"val_{config.monitor}"]
-            )
+            m, scores = objective.score(predict_logits(head, val_x).cpu(), y[va_idx])
+            score = scores.pop("score")
+            record.update(scores)
             if score > best_score:
                 best_score, since_best = score, 0
                 best_state = copy.deepcopy(head.state_dict())
                 result.best_epoch, result.val_metrics = epoch + 1, m
             else:
                 since_best += 1
-            bar.set_postfix(val_acc=f"{record['val_accuracy']:.4f}", best=result.best_epoch)
+            bar.set_postfix(val=f"{score:.4f}", best=result.best_epoch)
         result.history.append(record)
         if config.patience is not None and len(va_idx) and since_best >= config.patience:
             break
@@ -238,8 +305,7 @@ def train_head(
     else:
         result.best_epoch = len(result.history)
     head.eval()
-    if config.calibrate and len(va_idx):
-        result.temperature = fit_temperature(predict_logits(head, val_x).cpu(), y[va_idx])
+    objective.finish(result, predict_logits(head, val_x).cpu(), y[va_idx], config.calibrate)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -251,16 +317,18 @@ def _fit_linear(
     tr_idx: np.ndarray,
     va_idx: np.ndarray,
     config: TrainConfig,
-    weight: torch.Tensor | None,
+    objective: _Objective,
     device: torch.device,
     progress: bool,
 ) -> TrainResult:
-    """Logistic regression on the head's (fixed, standardized) features, full batch, L-BFGS.
+    """Logistic regression on the head's (fixed, standardized) features, full batch, L-BFGS
+    (multinomial; one-vs-rest for multi-label targets: one sigmoid per label).
 
     Each C of the grid, from the strongest regularization to the weakest (warm-started from the
     previous solution), is fitted on the training part and scored on the held-out rows: the
     validation split, or with ``C_folds`` >= 2 every row once, out of fold (stratified k-fold
-    on all rows: a steadier choice than one small split). The best C is refitted on all rows.
+    on all rows, plain k-fold for multi-label targets: a steadier choice than one small split).
+    The best C is refitted on all rows.
     One C fits all rows directly.
 
     Raises:
@@ -268,12 +336,13 @@ def _fit_linear(
     """
     grid = sorted(config.C_grid)
     if len(grid) > 1 and config.C_folds >= 2:
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import KFold, StratifiedKFold
 
+        kind = KFold if objective.multi else StratifiedKFold
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            kfold = StratifiedKFold(config.C_folds, shuffle=True, random_state=config.seed)
-            splits = list(kfold.split(y, y))
+            kfold = kind(config.C_folds, shuffle=True, random_state=config.seed)
+            splits = list(kfold.split(y, None if objective.multi else y))
     elif len(grid) > 1 and len(va_idx):
         splits = [(tr_idx, va_idx)]
     elif len(grid) > 1:
@@ -299,27 +368,25 @@ def _fit_linear(
     for fit, val in splits:
         params = zero
         for c in grid:
-            params = _lbfgs(x[fit], target[fit], params, c, weight, config.max_iter)
+            params = _lbfgs(x[fit], target[fit], params, c, objective.loss, config.max_iter)
             logits[c][val] = (x[val] @ params[0].T + params[1]).cpu()
             starts.setdefault(c, params)
             bar.update()
     bar.close()
     best = (-np.inf, grid[0])
     for c in grid if splits else []:
-        pred = logits[c][held].argmax(1).numpy()
-        m = classification_metrics(y[held], pred, labels=range(head.n_classes))
-        loss = float(nn.functional.cross_entropy(logits[c][held], torch.as_tensor(y[held])))
-        record = {"C": c, "val_loss": loss, "val_accuracy": m["accuracy"]}
-        record["val_macro_f1"] = m["macro_f1"]
-        result.history.append(record)
-        score = -loss if config.monitor == "loss" else record[f"val_{config.monitor}"]
+        m, record = objective.score(logits[c][held], y[held])
+        score = record.pop("score")
+        result.history.append({"C": c, **record})
         if score > best[0]:
             best = (score, c)
             result.val_metrics = m
     c = best[1]
-    if config.calibrate and splits:  # out-of-sample logits of the chosen C
-        result.temperature = fit_temperature(logits[c][held], y[held])
-    params = _lbfgs(x, target, starts.get(c, zero), c, weight, config.max_iter)
+    if splits:  # out-of-sample logits of the chosen C
+        objective.finish(result, logits[c][held], y[held], config.calibrate)
+    else:
+        objective.finish(result, torch.zeros((0, head.n_classes)), y[:0], config.calibrate)
+    params = _lbfgs(x, target, starts.get(c, zero), c, objective.loss, config.max_iter)
     with torch.no_grad():
         layer.weight.copy_(params[0])
         layer.bias.copy_(params[1])
@@ -333,11 +400,11 @@ def _lbfgs(
     y: torch.Tensor,
     start: tuple[torch.Tensor, torch.Tensor],
     c: float,
-    weight: torch.Tensor | None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     max_iter: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimize mean cross-entropy + |W|^2 / (2 C n) (scikit-learn's objective divided by C n)
-    from ``start``; returns (W, b)."""
+    """Minimize mean ``loss_fn`` (cross-entropy, or binary cross-entropy per label) +
+    |W|^2 / (2 C n) (scikit-learn's objective divided by C n) from ``start``; returns (W, b)."""
     w = start[0].clone().requires_grad_(True)
     b = start[1].clone().requires_grad_(True)
     l2 = 1.0 / (c * len(x))
@@ -353,8 +420,7 @@ def _lbfgs(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(x @ w.T + b, y, weight=weight)
-        loss = loss + 0.5 * l2 * (w * w).sum()
+        loss = loss_fn(x @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
         loss.backward()
         return loss
 
