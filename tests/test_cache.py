@@ -20,8 +20,8 @@ class CountingBackbone:
     def describe(self):
         return {"spec": self.spec.to_dict()}
 
-    def tokenize(self, texts):
-        return [t.split() for t in texts]  # the cache orders what it computes by this length
+    def token_counts(self, texts):
+        return [len(t.split()) for t in texts]  # the cache orders what it computes by these
 
     def embed(self, texts, progress=True, on_batch=None):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:

@@ -32,8 +32,8 @@ class FakeBackbone:
     def describe(self):
         return {"spec": {"model": "fake"}}
 
-    def tokenize(self, texts):
-        return [t.split() for t in texts]  # the cache orders what it computes by this length
+    def token_counts(self, texts):
+        return [len(t.split()) for t in texts]  # the cache orders what it computes by these
 
     def embed(self, texts, progress=True, on_batch=None):
         self.calls.extend(texts)

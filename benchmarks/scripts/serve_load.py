@@ -116,9 +116,7 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def _delta(after: dict[str, float], before: dict[str, float], pattern: str) -> dict[str, float]:
-    return {
-        k: after[k] - before.get(k, 0.0) for k in after if re.fullmatch(pattern, k) is not None
-    }
+    return {k: after[k] - before.get(k, 0.0) for k in after if re.fullmatch(pattern, k) is not None}
 
 
 def stage_summary(after: dict[str, float], before: dict[str, float]) -> dict[str, Any]:
@@ -268,7 +266,6 @@ async def open_loop(
     async with httpx.AsyncClient(
         base_url=url, timeout=120, limits=httpx.Limits(max_connections=256)
     ) as http:
-
         start = time.perf_counter()
         next_sample = start
         sent = 0

@@ -3,7 +3,8 @@
 One forward pass per batch captures every requested layer through forward hooks on the model's
 layer list, pools it at once (so no full hidden-state stack is kept) and stops the pass after the
 deepest requested layer. Batches are length-sorted and sized by a token budget; output order is
-input order.
+input order. A text longer than ``max_length`` tokens is truncated or, with ``long_texts =
+"chunk"``, embedded in overlapping windows whose vectors are pooled (:class:`BackboneSpec`).
 
 Thread safety: any number of threads may share one :class:`Backbone` and get exactly the
 results of sequential calls. The hooks are registered once, at load, and do nothing unless the
@@ -30,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import files
-from .config import Settings
+from .config import Settings, is_int
 from .errors import ConfigError, ExtractionOOMError, ModelLoadError
 from .hardware import cpu_has_bf16
 from .introspect import (
@@ -96,13 +97,24 @@ class BackboneSpec(Settings):
         last token sums the text up, read with ``last`` pooling). Part of the fingerprint.
     token_budget: padded tokens per batch (batches of short texts hold more texts); None picks
         2048 on CPU (small batches stay in cache: measured faster) and 32768 on CUDA.
+    long_texts: a text longer than max_length tokens is "truncate"d (its first tokens kept) or
+        "chunk"ed: embedded in overlapping windows of max_length tokens, each with the special
+        tokens and the template, whose vectors are pooled. A text that fits is embedded the
+        same either way (bit for bit).
+    chunk_stride: text tokens between the starts of consecutive windows (template and special
+        tokens not counted); None = 3/4 of a window's text tokens (25% overlap). A stride
+        longer than a window's text tokens would skip text: refused at load.
+    chunk_pooling: how a text's window vectors are pooled: "mean" or "max" (elementwise).
+    max_chunks: embed only the first k windows of a text; None = all of them.
+    The chunk settings do nothing with "truncate" (and are left out of the fingerprint then).
 
     Raises:
-        ConfigError: an unknown pooling, a bad padding or dtype, or a non-positive size.
+        ConfigError: an unknown pooling, a bad padding, dtype, long_texts or chunk_pooling, or a
+            non-positive size.
     """
 
     table = "backbone setting"
-    quiet_defaults = ("template",)
+    quiet_defaults = ("template", "long_texts", "chunk_stride", "chunk_pooling", "max_chunks")
 
     model: str
     layers: str = "-1"
@@ -113,6 +125,10 @@ class BackboneSpec(Settings):
     template: str = TEXT_FIELD
     token_budget: int | None = None
     max_batch_size: int = 256
+    long_texts: str = "truncate"
+    chunk_stride: int | None = None
+    chunk_pooling: str = "mean"
+    max_chunks: int | None = None
 
     def __post_init__(self) -> None:
         self.layers = str(self.layers)
@@ -133,6 +149,14 @@ class BackboneSpec(Settings):
             )
         if self.max_length < 1 or (self.token_budget or 1) < 1 or self.max_batch_size < 1:
             raise ConfigError("max_length, token_budget and max_batch_size must be positive")
+        if self.long_texts not in ("truncate", "chunk"):
+            raise ConfigError(f"long_texts must be 'truncate' or 'chunk', not {self.long_texts!r}")
+        if self.chunk_pooling not in ("mean", "max"):
+            raise ConfigError(f"chunk_pooling must be 'mean' or 'max', not {self.chunk_pooling!r}")
+        for name, unit in (("chunk_stride", "tokens"), ("max_chunks", "windows")):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 1):
+                raise ConfigError(f"{name} must be a positive number of {unit}, not {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
@@ -266,6 +290,126 @@ def _attention_is_causal(blocks: torch.nn.ModuleList) -> bool:
     return bool(flags) and all(flags)
 
 
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens ``tokenizer(text)`` puts before and after a text's own tokens, e.g.
+    ([CLS], [SEP]) or ([<bos>], []).
+
+    transformers 5's fast tokenizers have no ``build_inputs_with_special_tokens``: they are read
+    off one text encoded with and without special tokens.
+
+    Raises:
+        ModelLoadError: the special tokens are not a fixed head and tail around the text's.
+    """
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise ModelLoadError(
+        f"Cannot tell where {type(tokenizer).__name__} puts its special tokens, so long texts "
+        "cannot be cut into windows: use long_texts='truncate'."
+    )
+
+
+@dataclass(frozen=True)
+class _WindowPlan:
+    """How a text longer than max_length is cut (long_texts = "chunk").
+
+    Each window is ``before`` + ``size`` (or fewer, in the last window) of the text's own
+    tokens + ``after``: max_length tokens at most. before: the tokenizer's leading special
+    tokens, then the template's head; after: the template's tail, then the trailing special
+    tokens. Windows start ``stride`` text tokens apart; ``max_windows`` keeps the first k.
+    glue: the whitespace that ends the template's head, tokenized with the text rather than
+    with the head, as in the whole templated text (BPE and SentencePiece tokenizers read
+    "query: good" as ":", "▁good"; the head alone would end in a "▁" of its own).
+    """
+
+    glue: str
+    before: list[int]
+    after: list[int]
+    size: int
+    stride: int
+    max_windows: int | None
+
+    @classmethod
+    def plan(cls, tokenizer: Any, spec: BackboneSpec, max_length: int) -> _WindowPlan:
+        """The windows of ``max_length`` tokens for this tokenizer and spec.
+
+        Raises:
+            ConfigError: the special and template tokens leave no room for text, or
+                ``chunk_stride`` is more than a window's text tokens (text would be skipped).
+            ModelLoadError: as :func:`_special_tokens`.
+        """
+        first, last = _special_tokens(tokenizer)
+        head_text, tail_text = spec.template.split(TEXT_FIELD)
+        glue = head_text[len(head_text.rstrip()) :]
+        head, tail = (
+            tokenizer(part, add_special_tokens=False)["input_ids"]
+            for part in (head_text.rstrip(), tail_text)
+        )
+        frame = len(first) + len(head) + len(tail) + len(last)
+        size = max_length - frame
+        if size < 1:
+            raise ConfigError(
+                f"{spec.model}: max_length={max_length} leaves no room for text in a window "
+                f"({frame} special and template tokens): raise max_length or shorten the template."
+            )
+        stride = spec.chunk_stride or max(1, size * 3 // 4)
+        if stride > size:
+            raise ConfigError(
+                f"{spec.model}: chunk_stride={stride} is more than the {size} text tokens of a "
+                f"window (max_length {max_length} less {frame} special and template tokens), so "
+                f"text would be skipped: use chunk_stride <= {size}."
+            )
+        return cls(glue, first + head, tail + last, size, stride, spec.max_chunks)
+
+    def cut(self, body: list[int]) -> list[list[int]]:
+        """The windows (token ids) of a text whose own tokens (``glue`` + text) are ``body``:
+        starting at 0, stride, 2 * stride, ..., the last one the first to reach the end."""
+        count = 1 + max(0, -(-(len(body) - self.size) // self.stride))  # ceil division
+        if self.max_windows is not None:
+            count = min(count, self.max_windows)
+        starts = range(0, count * self.stride, self.stride)
+        return [self.before + body[s : s + self.size] + self.after for s in starts]
+
+
+class _WindowPool:
+    """Pools each text's window vectors as batches bring them, for :meth:`Backbone.iter_embed`:
+    one running vector per text whose windows are not all done.
+
+    counts: windows per text; method: "mean" or "max".
+    """
+
+    def __init__(self, counts: list[int], method: str) -> None:
+        self.counts = counts
+        self.left = list(counts)
+        self.mean = method == "mean"
+        self.combine = np.add if self.mean else np.maximum  # the mean divides at the end
+        self.running: dict[int, np.ndarray] = {}
+
+    def add(self, owners: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Take one batch (row i: vectors of a window of text ``owners[i]``).
+
+        Returns: (the texts this batch finished, their pooled vectors), or None. A text of one
+        window gets its vectors unchanged.
+        """
+        done, out = [], []
+        for text, row in zip(owners.tolist(), vectors):
+            if self.counts[text] > 1:
+                self.left[text] -= 1
+                acc = self.running.pop(text, None)
+                # A copy of the first window's: a view would keep the batch's array alive.
+                row = row.copy() if acc is None else self.combine(acc, row, out=acc)
+                if self.left[text]:
+                    self.running[text] = row
+                    continue
+                if self.mean:
+                    row /= np.float32(self.counts[text])
+            done.append(text)
+            out.append(row)
+        return (np.asarray(done), np.stack(out)) if done else None
+
+
 class _StopForward(Exception):
     """Raised by a hook once the deepest requested layer is captured: the rest is not computed."""
 
@@ -358,6 +502,7 @@ class Backbone:
         self._tokenizer: Any = None
         self._layers: list[int] = []
         self._causal = False
+        self._window_plan: _WindowPlan | None = None  # how long texts are cut ("chunk")
         self.info: ModelInfo | None = None
         self._fingerprint: str | None = None
         self._init_locks()
@@ -401,9 +546,11 @@ class Backbone:
             ModelLoadError: the reference is not a model (:meth:`check_reference`), the model
                 cannot be found or loaded (a model that needs its own code, ``auto_map``,
                 included: that code is never run), its tokenizer has no pad / eos / unk token,
-                or its transformer blocks cannot be found.
-            ConfigError: pooling "pooler" on a model without a pooler, a bad layer spec, or
-                ``max_length`` above the model's position limit.
+                its transformer blocks cannot be found, or (long_texts = "chunk") where its
+                tokenizer puts special tokens cannot be told.
+            ConfigError: pooling "pooler" on a model without a pooler, a bad layer spec,
+                ``max_length`` above the model's position limit, or (long_texts = "chunk") a
+                window with no room for text or a ``chunk_stride`` longer than a window's text.
         """
         if self._model is not None:  # published last by _load: everything else is set
             return self
@@ -463,12 +610,15 @@ class Backbone:
         else:
             layers = parse_layers(self.spec.layers, info.num_hidden_states)
         blocks = _find_layer_list(model, info.num_layers)
+        chunked = self.spec.long_texts == "chunk"
+        window_plan = _WindowPlan.plan(tokenizer, self.spec, max_length) if chunked else None
         self._register_hooks(blocks, layers, info.num_hidden_states - 1)
         self.num_hidden_states = info.num_hidden_states
         self.hidden_size = info.hidden_size
         self._layers = layers
         self.max_length = max_length
         self._block_list = blocks
+        self._window_plan = window_plan
         # The attention mask may be left out only for a decoder whose attention transformers
         # marks causal; a decoder without the marks keeps the mask (slower, same vectors).
         self._causal = info.is_decoder and _attention_is_causal(blocks)
@@ -551,6 +701,9 @@ class Backbone:
         spec.pop("token_budget")
         spec.pop("max_batch_size")
         spec.pop("model")
+        if self.spec.long_texts == "truncate":  # the chunk settings change nothing then
+            for name in ("chunk_stride", "chunk_pooling", "max_chunks"):
+                spec.pop(name, None)
         payload = {
             "model": identity,
             "spec": spec,
@@ -592,7 +745,7 @@ class Backbone:
         """Pooled hidden states, float32 [len(texts), n_vectors, hidden_size], in input order.
 
         n_vectors = layers x poolings, layer-major. ``on_batch`` is called with the number of
-        texts of each batch done.
+        texts each batch finished (with chunking, a text is finished by its last window).
 
         Raises:
             ExtractionOOMError: out of memory on a batch (lower token_budget / max_length).
@@ -621,25 +774,31 @@ class Backbone:
         """Batch by batch, in processing order (longest first): (indices into `texts`,
         float32 vectors [len(indices), n_vectors, hidden_size]).
 
+        Batches are over :meth:`windows`; with chunking a text is yielded, its windows' vectors
+        pooled (``chunk_pooling``), with the batch that holds its last window (a batch that
+        finishes no text yields nothing), and only unfinished texts' pooled vectors are kept.
+
         Sorting and batching span all of `texts`, so a caller that stores results in pieces
         (the embedding cache) should pass everything at once rather than in slices: slices of
         1,024 SST-2 sentences in file order waste ~18% of the tokens on padding, all at once ~0.4%.
 
         Raises:
             ExtractionOOMError: out of memory on a batch (lower token_budget / max_length).
+            ModelLoadError / ConfigError: as :meth:`load`.
         """
         self.load()
         if not len(texts):
             return
-        for idx, ids, mask in self._prepared(texts):
-            yield idx, self._forward(ids, mask).cpu().numpy()
-
-    def _prepared(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, Any, Any]]:
-        """(indices, ids, mask) batches: tokenized, length-sorted, budgeted and padded."""
-        enc = self.tokenize(list(texts))
-        for idx in self.plan_batches([len(ids) for ids in enc]):
-            ids, mask = self._pad([enc[i] for i in idx])
-            yield idx, ids, mask
+        windows = self.windows(texts)
+        counts = [len(w) for w in windows]
+        seqs = [ids for text_windows in windows for ids in text_windows]
+        owners = np.repeat(np.arange(len(windows)), counts)
+        pool = _WindowPool(counts, self.spec.chunk_pooling)
+        for batch in self.plan_batches([len(ids) for ids in seqs]):
+            vectors = self._forward(*self._pad([seqs[i] for i in batch])).cpu().numpy()
+            finished = pool.add(owners[batch], vectors)
+            if finished is not None:
+                yield finished
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text put in the spec's template, truncated to its max_length
@@ -647,21 +806,83 @@ class Backbone:
 
         Thread-safe (one tokenization at a time per Backbone).
         """
+        return self._encode(self._templated(texts), truncation=True, max_length=self.max_length)
+
+    def windows(self, texts: Sequence[str]) -> list[list[list[int]]]:
+        """The sequences :meth:`iter_embed` runs: per text, the token ids of its windows.
+
+        A text that fits in max_length tokens (template and special tokens included), or any
+        text with long_texts = "truncate", has one window: its :meth:`tokenize` ids. With
+        "chunk", a longer text's text tokens (tokenized alone, like the template's head and
+        tail) are cut into windows of max_length tokens at most, each holding the special
+        tokens and the template; windows start chunk_stride text tokens apart and the last ends
+        at the end of the text (or at the max_chunks-th window).
+
+        Takes: texts. Returns: per text, a list of windows (lists of token ids).
+
+        Raises:
+            ModelLoadError / ConfigError: as :meth:`load`.
+        """
+        self.load()
+        texts = list(texts)
+        if self._window_plan is None:
+            return [[ids] for ids in self.tokenize(texts)]
+        # Without truncation: the ids of a text that fits are exactly what tokenize gives.
+        whole = self._encode(self._templated(texts))
+        out = [[ids] for ids in whole]
+        long = [i for i, ids in enumerate(whole) if len(ids) > self.max_length]
+        if long:
+            glue = self._window_plan.glue
+            bodies = self._encode([glue + texts[i] for i in long], add_special_tokens=False)
+            for i, body in zip(long, bodies):
+                out[i] = self._window_plan.cut(body)
+        return out
+
+    def count_windows(self, texts: Sequence[str]) -> np.ndarray:
+        """How many windows each text is embedded in (1 with long_texts = "truncate"; more for
+        a text longer than max_length with "chunk"). Tokenizes only.
+
+        Takes: texts. Returns: int64 array [len(texts)].
+
+        Raises:
+            ModelLoadError / ConfigError: as :meth:`load`.
+        """
+        return np.array([len(w) for w in self.windows(texts)], dtype=np.int64)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text costs to embed: the lengths of its windows summed (with
+        long_texts = "truncate", its truncated length). Tokenizes only.
+
+        Takes: texts. Returns: one count per text.
+
+        Raises:
+            ModelLoadError / ConfigError: as :meth:`load`.
+        """
+        return [sum(map(len, w)) for w in self.windows(texts)]
+
+    def _templated(self, texts: list[str]) -> list[str]:
+        """Each text put in the spec's template."""
+        if self.spec.template == TEXT_FIELD:
+            return texts
+        head, tail = self.spec.template.split(TEXT_FIELD)
+        return [head + t + tail for t in texts]
+
+    def _encode(
+        self, texts: list[str], add_special_tokens: bool = True, **truncation: Any
+    ) -> list[list[int]]:
+        """Token ids of ``texts`` (no truncation unless asked), one tokenization at a time."""
         tokenizer = self.load()._tokenizer
-        template = self.spec.template
-        if template != TEXT_FIELD:
-            head, tail = template.split(TEXT_FIELD)
-            texts = [head + t + tail for t in texts]
         with self._tokenize_lock:
+            # verbose=False: no "longer than the maximum" warning for a text to be chunked.
             return tokenizer(
-                texts, truncation=True, max_length=self.max_length, add_special_tokens=True
+                texts, add_special_tokens=add_special_tokens, verbose=False, **truncation
             )["input_ids"]
 
     def plan_batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
-        """The batches :meth:`embed` runs for texts of these token lengths (in tokens, after
-        truncation, as :meth:`tokenize` gives them): index arrays, longest texts first, each
-        batch's padded size within the token budget. Public so that callers can estimate
-        padding and cost without running the model (e.g. the benchmark harness)."""
+        """The batches :meth:`embed` runs for sequences of these token lengths (texts as
+        :meth:`tokenize` gives them or, with chunking, :meth:`windows`): index arrays, longest
+        first, each batch's padded size within the token budget. Public so that callers can
+        estimate padding and cost without running the model (e.g. the benchmark harness)."""
         self.load()
         lengths = list(lengths)
         order = np.argsort(-np.asarray(lengths), kind="stable")

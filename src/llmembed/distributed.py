@@ -372,8 +372,9 @@ def predict_files(
 
     Takes and returns as :func:`embed_files`, with a saved-model folder instead of a backbone;
     shards hold ``row_id``, ``label`` (a list of labels for a multi-label model) and
-    ``probabilities`` (columns in the classes order of the file metadata). Raises as :func:`embed_files`, and ModelLoadError for a folder that is
-    not a saved model (checked before Ray starts).
+    ``probabilities`` (columns in the classes order of the file metadata). Raises as
+    :func:`embed_files`, and ModelLoadError for a folder that is not a saved model (checked
+    before Ray starts).
     """
     from . import modelcard
 

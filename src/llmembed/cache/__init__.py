@@ -310,7 +310,7 @@ class EmbeddingCache:
         if missing:
             # Longest first over ALL missing texts, then cut into chunks: a chunk's batches hold
             # texts of similar length, so padding is not wasted (chunks stay the crash unit).
-            lengths = [len(ids) for ids in backbone.tokenize([text_of[k] for k in missing])]
+            lengths = backbone.token_counts([text_of[k] for k in missing])
             missing = [missing[i] for i in np.argsort(-np.asarray(lengths), kind="stable")]
             bar = tqdm(
                 total=len(missing),
