@@ -96,3 +96,16 @@ def process_tree_rss_mb(pid: int) -> float:
                 with contextlib.suppress(OSError):
                     todo += [int(c) for c in (task / "children").read_text().split()]
     return total / 1024
+
+
+def run_meta(repo: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+    """The ``_meta`` record of a side study's JSON: when, the load, the machine, the commit."""
+    import time
+
+    return {
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
+        "loadavg": os.getloadavg()[0],
+        **extra,
+        "machine": machine_info(),
+        "git": git_info(repo),
+    }

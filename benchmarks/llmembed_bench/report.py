@@ -32,6 +32,7 @@ from .settings import (
     SVM_C,
     repo_root,
 )
+from .side_results import side_sections
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -130,7 +131,8 @@ def _hp_summary(agg: dict[str, Any]) -> str:
 
 
 def write_report(results_dir: str | os.PathLike, docs_dir: str | os.PathLike) -> Path:
-    """Regenerate `<docs_dir>/results.md` and `<docs_dir>/plots/*.png` from every record."""
+    """Regenerate `<docs_dir>/results.md` and `<docs_dir>/plots/*.png` from every record, with
+    the side studies' sections from `<docs_dir>/../benchmarks/results/*.json` when there."""
     records = load_records(results_dir)
     docs = Path(docs_dir)
     name = "results.md"
@@ -139,7 +141,10 @@ def write_report(results_dir: str | os.PathLike, docs_dir: str | os.PathLike) ->
     shown = Path(results_dir).resolve()
     with contextlib.suppress(LLMEmbedError, ValueError):  # the repository's path, not this disk's
         shown = shown.relative_to(repo_root())
-    text = render_markdown(records, agg, plots_rel=plots.name, results_dir=shown)
+    text = render_markdown(
+        records, agg, plots_rel=plots.name, results_dir=shown,
+        side=side_sections(docs.resolve().parent / "benchmarks" / "results"),
+    )  # fmt: skip
     docs.mkdir(parents=True, exist_ok=True)
     if records:
         with contextlib.suppress(ImportError):
@@ -222,6 +227,7 @@ def render_markdown(
     agg: dict[tuple[str, str], dict[str, Any]],
     plots_rel: str = "plots",
     results_dir: str | os.PathLike = "results",
+    side: list[str] | None = None,
 ) -> str:
     lines = ["# Benchmark results", ""]
     lines.append(
@@ -453,6 +459,8 @@ def render_markdown(
 
     # ---- coverage
     lines += coverage_lines(agg)
+
+    lines += side or []  # the side studies (multi-label, chunking), from their JSON files
 
     # ---- notes
     lines += ["## Protocol notes", ""]

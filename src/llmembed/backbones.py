@@ -100,7 +100,9 @@ class BackboneSpec(Settings):
     long_texts: a text longer than max_length tokens is "truncate"d (its first tokens kept) or
         "chunk"ed: embedded in overlapping windows of max_length tokens, each with the special
         tokens and the template, whose vectors are pooled. A text that fits is embedded the
-        same either way (bit for bit).
+        same either way (bit for bit). On news, whose lead says what a text is about, pooled windows
+        alone classified worse than truncation; a recipe holding the model twice, truncating
+        and chunking, did not (docs/results.md, "Long documents").
     chunk_stride: text tokens between the starts of consecutive windows (template and special
         tokens not counted); None = 3/4 of a window's text tokens (25% overlap). A stride
         longer than a window's text tokens would skip text: refused at load.
