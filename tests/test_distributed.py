@@ -22,6 +22,7 @@ from llmembed.distributed import (  # noqa: E402
     read_shards,
 )
 from llmembed.errors import ConfigError, DataError  # noqa: E402
+from llmembed.hardware import torch_threads  # noqa: E402
 from llmembed.testing import WORDS, tiny_recipe  # noqa: E402
 
 
@@ -68,8 +69,9 @@ def test_ray_embeddings_equal_local_ones_in_input_order(tmp_path, inputs, tiny_b
     assert meta["fingerprint"] == local.fingerprint()
     assert cols["embedding"].shape == expected.shape == (len(texts), 1, local.hidden_size)
     assert np.abs(cols["embedding"] - expected).max() <= 1e-5
-    # the same batches give the same bits: shard by shard, as the actors ran them
-    first_shard = local.embed(texts[:8], progress=False)
+    # the same batches give the same bits: shard by shard, as the actors ran them (1 thread each)
+    with torch_threads(1):
+        first_shard = local.embed(texts[:8], progress=False)
     assert np.array_equal(cols["embedding"][:8], first_shard)
     assert list(cols["row_id"][:3]) == [0, 1, 2] and cols["row_id"][23] == 1 << 40
 
