@@ -449,7 +449,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         if sets or self.multi_label is True:
             if not sets:  # one label per text, read as one-element sets
                 y = [[label] for label in validate_labels(y, n_texts, where="labels").tolist()]
-            labels, matrix, form, at_least_one = read_target(y, n_texts, classes)
+            # the warning points at the user's fit call: _target < fit < _with_threads < user
+            labels, matrix, form, at_least_one = read_target(y, n_texts, classes, stacklevel=5)
             return labels, matrix, MultiLabel([], at_least_one, form)
         if classes is not None:
             raise ConfigError("classes= is for multi-label targets (an indicator matrix's labels)")

@@ -81,7 +81,11 @@ def is_label_sets(y: object) -> bool:
 
 
 def read_target(
-    y: object, n_texts: int, classes: Sequence[Any] | None = None, where: str = "labels"
+    y: object,
+    n_texts: int,
+    classes: Sequence[Any] | None = None,
+    where: str = "labels",
+    stacklevel: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, str, bool]:
     """Check multi-label training labels; return them as a binary indicator matrix.
 
@@ -95,7 +99,8 @@ def read_target(
     every text has a label.
     Raises: DataError for a missing label, labels of mixed kinds, a length that differs from
     the texts, a matrix that is not 0/1, a label no text has (nothing to learn), or no label at
-    all. Warns for a label that only one text has (its threshold falls back to the global one).
+    all. Warns for a label that only one text has (its threshold falls back to the global one),
+    at ``stacklevel`` (2: the caller's line).
     """
     if getattr(y, "ndim", 1) == 2:
         classes_arr, matrix, form = _indicator(y, n_texts, classes, where)
@@ -115,7 +120,7 @@ def read_target(
         warnings.warn(
             f"{where}: {len(once)} label(s) appear in only one training text ({once[:5]}): "
             "they are learned, but their decision threshold is the global one",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     at_least_one = bool((matrix.sum(1) > 0).all())
     return classes_arr, matrix, form, at_least_one
