@@ -288,6 +288,10 @@ def validate_labels(labels: object, n_texts: int, where: str = "labels") -> np.n
     return np.asarray(items)
 
 
+LABEL_SET_TYPES = (list, tuple, set, frozenset, np.ndarray)
+"""What one text's labels may be held in, for multi-label targets."""
+
+
 def validate_label_sets(labels: object, n_texts: int, where: str = "labels") -> list[list[Any]]:
     """Check multi-label training labels: one collection of labels per text (list, tuple, set,
     frozenset or 1-D array; empty for a text without labels), the labels all strings, all
@@ -304,7 +308,7 @@ def validate_label_sets(labels: object, n_texts: int, where: str = "labels") -> 
         raise DataError(f"{where}: {n_texts} texts but {len(rows)} label sets")
     out: list[list[Any]] = []
     for i, row in enumerate(rows):
-        if not isinstance(row, (list, tuple, set, frozenset, np.ndarray)):
+        if not isinstance(row, LABEL_SET_TYPES):
             raise DataError(
                 f"{where}: item {i} is a {type(row).__name__} ({row!r:.60}), not a label set; "
                 "give every text a list / tuple / set of labels (empty for none)"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .io import validate_label_sets, validate_labels
+from .io import LABEL_SET_TYPES, validate_label_sets, validate_labels
 
 __all__ = [
     "FORMS",
@@ -77,7 +77,7 @@ def is_label_sets(y: object) -> bool:
         first = next(iter(y))  # type: ignore[call-overload]
     except (StopIteration, TypeError):
         return False
-    return isinstance(first, (list, tuple, set, frozenset, np.ndarray))
+    return isinstance(first, LABEL_SET_TYPES)
 
 
 def read_target(
@@ -131,7 +131,7 @@ def _indicator(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     if classes is None and hasattr(y, "columns"):  # pandas DataFrame
         classes = list(y.columns)
-    matrix = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
+    matrix = _dense(y)
     if matrix.shape[0] != n_texts:
         raise DataError(
             f"{where}: {n_texts} texts but an indicator matrix of {matrix.shape[0]} rows"
@@ -160,17 +160,33 @@ def _label_sets(
         raise DataError(f"{where}: no text has a label; a multi-label classifier needs some")
     if classes is not None:
         labels = validate_labels(list(classes), len(list(classes)), where="classes")
-        unknown = sorted(set(flat) - set(labels.tolist()), key=str)
-        if unknown:
-            raise DataError(f"{where}: label(s) {unknown[:5]} are not in classes")
     else:
         labels = np.unique(np.asarray(flat))
+    matrix, unknown = _fill(rows, labels)
+    if unknown:
+        raise DataError(f"{where}: label(s) {unknown[:5]} are not in classes")
+    return labels, matrix, "sets"
+
+
+def _dense(y: Any) -> np.ndarray:
+    """An indicator matrix (array, DataFrame or scipy sparse) as a numpy array."""
+    return y.toarray() if hasattr(y, "toarray") else np.asarray(y)
+
+
+def _fill(rows: list[Any], labels: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """Label sets as a float32 0/1 matrix over ``labels``, and the labels not among them
+    (sorted, left out of the matrix)."""
     column = {c: j for j, c in enumerate(labels.tolist())}
-    matrix = np.zeros((n_texts, len(labels)), dtype=np.float32)
+    matrix = np.zeros((len(rows), len(labels)), dtype=np.float32)
+    unknown: set[Any] = set()
     for i, row in enumerate(rows):
         for label in row:
-            matrix[i, column[_plain(label)]] = 1.0
-    return labels, matrix, "sets"
+            label = _plain(label)
+            if label in column:
+                matrix[i, column[label]] = 1.0
+            else:
+                unknown.add(label)
+    return matrix, sorted(unknown, key=str)
 
 
 def binarize(y: object, classes: np.ndarray, n_texts: int, where: str = "labels") -> np.ndarray:
@@ -181,7 +197,7 @@ def binarize(y: object, classes: np.ndarray, n_texts: int, where: str = "labels"
     that differs from ``n_texts``.
     """
     if getattr(y, "ndim", 1) == 2:
-        matrix = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
+        matrix = _dense(y)
         if matrix.shape != (n_texts, len(classes)):
             raise DataError(
                 f"{where}: an indicator matrix of shape {list(matrix.shape)}, but {n_texts} "
@@ -190,23 +206,13 @@ def binarize(y: object, classes: np.ndarray, n_texts: int, where: str = "labels"
         return matrix.astype(np.float32)
     if not is_label_sets(y):
         raise DataError(f"{where}: this model is multi-label; give one label set per text")
-    column = {c: j for j, c in enumerate(classes.tolist())}
     rows = list(y)  # type: ignore[call-overload]
     if len(rows) != n_texts:
         raise DataError(f"{where}: {n_texts} texts but {len(rows)} label sets")
-    matrix = np.zeros((len(rows), len(classes)), dtype=np.float32)
-    unknown: set[Any] = set()
-    for i, row in enumerate(rows):
-        for label in row:
-            label = _plain(label)
-            if label in column:
-                matrix[i, column[label]] = 1.0
-            else:
-                unknown.add(label)
+    matrix, unknown = _fill(rows, classes)
     if unknown:
         warnings.warn(
-            f"{where}: label(s) never seen in training are ignored: {sorted(unknown, key=str)[:5]}",
-            stacklevel=3,
+            f"{where}: label(s) never seen in training are ignored: {unknown[:5]}", stacklevel=3
         )
     return matrix
 
