@@ -148,3 +148,35 @@ def test_cli_engine_ray(tmp_path, inputs, tiny_bert):
     assert len(read_shards(tmp_path / "out")[0]["row_id"]) == len(texts)
     r = runner.invoke(app, [*args, "-o", str(tmp_path / "x.npy")])
     assert r.exit_code == 2 and "use --engine ray for many" in r.output
+
+
+def test_fit_and_train_from_shards_extract_nothing(tmp_path, inputs, tiny_bert, monkeypatch):
+    files, texts = inputs
+    out = tmp_path / "emb"
+    embed_files(files, _spec(tiny_bert), out, shard_rows=8, progress=False)
+    labels = ["odd" if "1" in t else "even" for t in texts]
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("a text was extracted although its shard holds it")
+
+    monkeypatch.setattr(Backbone, "embed", no_extraction)
+    clf = LLMEmbedClassifier(
+        backbones=[_spec(tiny_bert)], head={"fusion": "linear"}, out_of_core=True, verbose=False
+    )
+    clf.fit(texts, labels, embeddings=out)
+    assert set(clf.predict(texts)) <= {"odd", "even"}
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        f'name = "tiny"\n[[backbones]]\nmodel = "{tiny_bert}"\nlayers = "-1"\n'
+        'pooling = "mean"\ndtype = "float32"\n[head]\nfusion = "linear"\n'
+    )
+    data = tmp_path / "train.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
+    cache = tmp_path / "fresh-cache"
+    args = ["train", str(data), "--recipe", str(recipe), "--embeddings", str(out)]
+    args += ["--out-of-core", "--cache-dir", str(cache), "-o", str(tmp_path / "m"), "--quiet"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m" / "head.safetensors").is_file()

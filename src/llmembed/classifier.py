@@ -14,13 +14,15 @@ targets (one label set per text, or an indicator matrix) train one sigmoid per l
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import json
 import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +34,9 @@ from sklearn.metrics import accuracy_score
 
 from . import modelcard
 from .backbones import Backbone, BackboneSpec
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, FeatureFile
 from .errors import ConfigError, DataError, LLMEmbedError
-from .hardware import torch_threads
+from .hardware import available_memory, torch_threads
 from .heads import HeadConfig
 from .io import validate_labels, validate_texts
 from .lexical import LexicalChannel, LexicalConfig, head_config
@@ -126,6 +128,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         "auto": multi-label when ``y`` holds label sets or is an indicator matrix. True: also
         one label per text is read as one-element label sets (a model that may answer with
         none or several); False: refuse label sets.
+    out_of_core : bool or "auto", default="auto"
+        Stream the training features from disk instead of holding them in memory, for
+        training sets whose embeddings do not fit: ``fit`` writes them to a temporary file
+        in the cache folder (deleted after), and the head reads them back in blocks.
+        "auto": when one backbone's features would take more than half the memory available
+        (:func:`llmembed.hardware.available_memory`, divided among the backbones); True:
+        always; False: never. Needs ``use_cache=True`` ("auto" stays in memory otherwise).
+        Streamed training shuffles by blocks: the same model up to SGD noise (the linear head
+        up to rounding).
 
     Parameters are stored as given and checked by ``fit``.
 
@@ -199,6 +210,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         verbose: bool = True,
         threads: int | None = None,
         multi_label: bool | str = "auto",
+        out_of_core: bool | str = "auto",
     ) -> None:
         self.recipe = recipe
         self.backbones = backbones
@@ -211,6 +223,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.threads = threads
         self.multi_label = multi_label
+        self.out_of_core = out_of_core
 
     # -- scikit-learn protocol -----------------------------------------------------------------
     def __sklearn_tags__(self) -> Tags:
@@ -344,8 +357,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     # -- features ------------------------------------------------------------------------------
     def _extract(
-        self, texts: list[str], backbones: list[Backbone], timings: dict[str, float] | None
-    ) -> list[np.ndarray]:
+        self,
+        texts: list[str],
+        backbones: list[Backbone],
+        timings: dict[str, float] | None,
+        spill: tuple[Path, int] | None = None,
+    ) -> list[np.ndarray | FeatureFile]:
+        """Each backbone's features of the texts, from the cache when it is on; with ``spill``
+        (folder, bytes), a backbone's features larger than that go to a FeatureFile there."""
         if self.use_cache not in (True, False, "read-only"):
             raise ConfigError(
                 f'use_cache must be True, False or "read-only", not {self.use_cache!r}'
@@ -355,7 +374,19 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         out = []
         for bb in backbones:
             t0 = time.perf_counter()
-            if cache is not None:
+            if cache is not None and spill is not None:
+                out.append(
+                    cache.embed(
+                        bb, texts, progress=self.verbose, spill_dir=spill[0], spill_over=spill[1]
+                    )
+                )
+                if self.verbose and isinstance(out[-1], FeatureFile):
+                    print(
+                        f"llmembed: {bb.spec.model}'s features ({out[-1].nbytes / 2**30:.1f} GiB) "
+                        f"are streamed from {out[-1].path} (out_of_core={self.out_of_core!r})",
+                        file=sys.stderr,
+                    )
+            elif cache is not None:
                 out.append(cache.embed(bb, texts, progress=self.verbose))
             else:
                 out.append(bb.embed(texts, progress=self.verbose))
@@ -382,7 +413,11 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     # -- estimator API -------------------------------------------------------------------------
     @_with_threads
     def fit(
-        self, X: Sequence[str], y: Any, classes: Sequence[Any] | None = None
+        self,
+        X: Sequence[str],
+        y: Any,
+        classes: Sequence[Any] | None = None,
+        embeddings: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     ) -> LLMEmbedClassifier:
         """Extract embeddings for the texts X and train the head on labels y; returns self.
 
@@ -390,32 +425,47 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         pandas Series); or, multi-label, one label set per text or a 0/1 indicator matrix
         [n_texts, n_labels] (see ``multi_label``). classes: the labels of an indicator matrix's
         columns (default 0 .. n_labels-1), or the complete label list of label sets.
-        Raises LLMEmbedError for invalid texts, labels, recipe or parameters.
+        embeddings: folders written by ``llmembed embed --engine ray``
+        (:func:`llmembed.distributed.embed_files`), one per backbone, stored in the embedding
+        cache first (:func:`~llmembed.distributed.import_embeddings`, one shard at a time), so
+        the texts they hold are not extracted again; needs ``use_cache=True``. Features that
+        do not fit in memory are streamed (``out_of_core``).
+        Raises LLMEmbedError for invalid texts, labels, recipe, parameters or embeddings
+        folders.
         """
         if y is None:  # before the texts, so the message is about the missing labels
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
         recipe = self._resolved_recipe()
+        backbones = self._backbones_for(recipe.backbones)
+        if embeddings is not None:
+            self._import_embeddings(embeddings)
         timings: dict[str, float] = {}
-        features = self._extract(texts, self._backbones_for(recipe.backbones), timings)
-        channel = None
-        if recipe.lexical.enabled:  # after the backbones: head.mean_of indices are unaffected
+        with self._spill(len(backbones)) as spill:
+            features = self._extract(texts, backbones, timings, spill)
+            channel = None
+            if recipe.lexical.enabled:  # after the backbones: head.mean_of indices unaffected
+                t0 = time.perf_counter()
+                channel = LexicalChannel(recipe.lexical)
+                features.append(
+                    channel.fit_transform(texts, target, len(labels), recipe.train.seed)
+                )
+                timings["lexical"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            channel = LexicalChannel(recipe.lexical)
-            features.append(channel.fit_transform(texts, target, len(labels), recipe.train.seed))
-            timings["lexical"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        result = train_head(
-            features,
-            target,
-            len(labels),
-            head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical raw
-            recipe.train,
-            device="cpu",
-            progress=self.verbose,
-        )
-        timings["train_head"] = time.perf_counter() - t0
+            result = train_head(
+                features,
+                target,
+                len(labels),
+                head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical
+                recipe.train,
+                device="cpu",
+                progress=self.verbose,
+            )
+            timings["train_head"] = time.perf_counter() - t0
+            for f in features:
+                if isinstance(f, FeatureFile):
+                    f.close()
         self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
         self._lexical = channel  # read as lexical_
         if multi is not None:
@@ -429,6 +479,53 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.temperature_ = result.temperature
         self.timings_ = timings
         return self
+
+    @contextlib.contextmanager
+    def _spill(self, n_backbones: int) -> Iterator[tuple[Path, int] | None]:
+        """Where ``fit`` may write features too large for memory, per ``out_of_core``: (a
+        folder in the cache, the size past which one backbone's features go there), or None
+        to keep them in memory. The folder is deleted on exit.
+
+        Raises: ConfigError for an invalid ``out_of_core``, or True without the cache.
+        """
+        if self.out_of_core not in (True, False, "auto"):
+            raise ConfigError(
+                f'out_of_core must be True, False or "auto", not {self.out_of_core!r}'
+            )
+        if self.out_of_core is True and self.use_cache is not True:
+            raise ConfigError(
+                "out_of_core=True streams the features through the embedding cache: set "
+                "use_cache=True"
+            )
+        if self.out_of_core is False or self.use_cache is not True:
+            yield None
+            return
+        over = 0
+        if self.out_of_core == "auto":
+            available = available_memory()
+            if available is None:
+                yield None
+                return
+            over = available // (2 * n_backbones)
+        with EmbeddingCache(self.cache_dir).spill_folder() as folder:
+            yield folder, over
+
+    def _import_embeddings(self, folders: str | os.PathLike | Sequence[Any]) -> None:
+        """Store ``fit(embeddings=...)``'s run folders in the embedding cache.
+
+        Raises: ConfigError without the cache; DataError for a folder that is not an
+        embeddings run folder.
+        """
+        from .distributed import import_embeddings
+
+        if self.use_cache is not True:
+            raise ConfigError(
+                "fit(embeddings=...) stores the folders in the embedding cache: set use_cache=True"
+            )
+        if isinstance(folders, (str, os.PathLike)):
+            folders = [folders]
+        for folder in folders:
+            import_embeddings(folder, cache_dir=self.cache_dir)
 
     def _target(
         self, y: Any, n_texts: int, classes: Sequence[Any] | None

@@ -252,6 +252,23 @@ def train(
     label_col: LabelCol = "label",
     multi_label: MultiLabel = False,
     label_sep: LabelSep = "|",
+    embeddings: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--embeddings",
+            metavar="DIR",
+            help="Folder written by 'llmembed embed --engine ray' (one per backbone; repeat "
+            "it): stored in the cache first, so those texts are not extracted again.",
+        ),
+    ] = None,
+    out_of_core: Annotated[
+        bool | None,
+        typer.Option(
+            "--out-of-core/--in-memory",
+            help="Stream the features from disk / keep them in memory (default: stream "
+            "when they would take more than half the available memory).",
+        ),
+    ] = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -285,8 +302,9 @@ def train(
             verbose=not quiet,
             threads=threads,
             multi_label=multi_label,
+            out_of_core="auto" if out_of_core is None else out_of_core,
         )
-        clf.fit(texts, labels)
+        clf.fit(texts, labels, embeddings=embeddings or None)
         clf.save(out)
         report = {
             "recipe": clf.recipe_.name,

@@ -25,6 +25,7 @@ from .errors import ConfigError
 
 __all__ = [
     "THREADS_ENV",
+    "available_memory",
     "cpu_flags",
     "cpu_has_bf16",
     "cpu_model",
@@ -38,6 +39,7 @@ THREADS_ENV = "LLMEMBED_THREADS"
 
 _CPUINFO = Path("/proc/cpuinfo")
 _PROC_CGROUP = Path("/proc/self/cgroup")
+_PROC_MEMINFO = Path("/proc/meminfo")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # Native bf16 matmul: AVX512-BF16 (Cooper Lake, Zen 4+) or AMX (Sapphire Rapids+).
@@ -93,22 +95,31 @@ def cpu_has_bf16() -> bool:
     return not _BF16_FLAGS.isdisjoint(cpu_flags())
 
 
-def _cgroup_quota_cores() -> float | None:
-    """CPUs allowed by the tightest cgroup v2 ``cpu.max`` on this process's cgroup path, or None.
-
-    ``cpu.max`` holds ``"<quota> <period>"`` (microseconds) or ``"max <period>"`` (no limit);
-    every ancestor cgroup may set its own limit, so the smallest quota / period counts.
-    """
+def _cgroup_dirs() -> list[Path]:
+    """This process's cgroup v2 folder and its ancestors up to the root (empty off cgroup v2):
+    every level may set its own limit, so the tightest one counts."""
     try:
         lines = _PROC_CGROUP.read_text().splitlines()
     except OSError:
-        return None
+        return []
     rel = next((line[3:] for line in lines if line.startswith("0::")), None)
     if rel is None:  # cgroup v1 only
-        return None
+        return []
     folder = Path(os.path.normpath(_CGROUP_ROOT / rel.strip().lstrip("/")))
+    out = [folder]
+    while folder != _CGROUP_ROOT and _CGROUP_ROOT in folder.parents:
+        folder = folder.parent
+        out.append(folder)
+    return out
+
+
+def _cgroup_quota_cores() -> float | None:
+    """CPUs allowed by the tightest cgroup v2 ``cpu.max`` on this process's cgroup path, or None.
+
+    ``cpu.max`` holds ``"<quota> <period>"`` (microseconds) or ``"max <period>"`` (no limit).
+    """
     best: float | None = None
-    while True:
+    for folder in _cgroup_dirs():
         try:
             quota, period = (folder / "cpu.max").read_text().split()[:2]
             if quota != "max" and float(period) > 0:
@@ -116,9 +127,32 @@ def _cgroup_quota_cores() -> float | None:
                 best = cores if best is None else min(best, cores)
         except (OSError, ValueError):
             pass
-        if folder == _CGROUP_ROOT or _CGROUP_ROOT not in folder.parents:
-            return best
-        folder = folder.parent
+    return best
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take without swapping, or None when unknown.
+
+    Linux ``MemAvailable`` (free memory plus the page cache the kernel can drop), capped by
+    the tightest cgroup v2 ``memory.max`` minus its ``memory.current`` (a container's limit).
+    Why: ``fit`` streams training features from disk when they would not fit.
+    """
+    best: int | None = None
+    try:
+        for line in _PROC_MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                best = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    for folder in _cgroup_dirs():
+        try:
+            limit = (folder / "memory.max").read_text().strip()
+            if limit != "max":
+                free = int(limit) - int((folder / "memory.current").read_text())
+                best = free if best is None else min(best, free)
+        except (OSError, ValueError):
+            pass
+    return None if best is None else max(0, best)
 
 
 def usable_cores() -> int:

@@ -125,11 +125,18 @@ class FusionHead(nn.Module):
 
     def set_standardization(self, features: list[torch.Tensor]) -> None:
         """Record per-dimension mean / std of the training features (used when standardize)."""
-        for i, x in enumerate(features):
-            getattr(self, f"mean_{i}").copy_(x.mean(0))
-            getattr(self, f"std_{i}").copy_(
-                x.std(0).clamp(min=1e-6) if len(x) > 1 else torch.ones_like(x[0])
-            )
+        self.set_moments(
+            [x.mean(0) for x in features],
+            [x.std(0) if len(x) > 1 else torch.ones_like(x[0]) for x in features],
+        )
+
+    def set_moments(self, means: list[torch.Tensor], stds: list[torch.Tensor]) -> None:
+        """Record given per-dimension means / standard deviations, one [n_vectors, width] pair
+        per backbone (for features streamed from disk, whose moments are summed block by
+        block); a deviation under 1e-6 counts as 1e-6."""
+        for i, (mean, std) in enumerate(zip(means, stds)):
+            getattr(self, f"mean_{i}").copy_(mean)
+            getattr(self, f"std_{i}").copy_(std.clamp(min=1e-6))
 
     def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The features the MLP sees: fused projected vectors (+ raw mean of one backbone).

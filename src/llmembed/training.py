@@ -6,6 +6,11 @@ identical weights.
 Single-label targets (one class index per text) train a softmax with cross-entropy; multi-label
 targets (a 0/1 matrix [n, n_labels]) one sigmoid per label with binary cross-entropy, and the
 held-out rows then tune a decision threshold per label (:mod:`llmembed.multilabel`).
+
+Features given as :class:`~llmembed.cache.FeatureFile` (on disk, e.g. a training set larger
+than memory) are streamed: read in blocks of rows for the standardization moments, every epoch
+(a shuffle buffer of random blocks) and every L-BFGS step; only the validation rows and one
+buffer are held in memory.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cache import FeatureFile
 from .config import Settings
 from .errors import ConfigError
 from .heads import FusionHead, HeadConfig
@@ -30,6 +36,8 @@ from .metrics import classification_metrics, multilabel_metrics
 from .multilabel import tune_thresholds
 
 MONITORS = ("accuracy", "macro_f1", "loss")
+BLOCK_BYTES = 8 << 20  # rows read from disk at a time (features streamed from a FeatureFile)
+SHUFFLE_BYTES = 512 << 20  # random blocks whose rows are shuffled together (one buffer)
 
 
 @dataclass
@@ -186,6 +194,13 @@ class _Objective:
             return nn.functional.cross_entropy(logits, target, weight=self.weight)
         return self.head.loss(logits, target, self.weight)
 
+    def mass(self, target: torch.Tensor) -> float:
+        """The denominator of the mean loss over these targets (their class weights' sum, or
+        their count), so that block losses add up to the loss over all rows."""
+        if self.weight is not None and not self.multi:
+            return float(self.weight[target].sum())
+        return float(len(target))
+
     def score(self, logits: torch.Tensor, y: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
         """Held-out metrics of logits against labels y, and the history record: val_loss,
         val_<metric> for accuracy / micro-F1 and macro-F1, and "score" (higher is better, by
@@ -214,8 +229,89 @@ class _Objective:
             result.temperature = fit_temperature(logits, y)
 
 
+class _Rows:
+    """Feature rows, some arrays in memory and some FeatureFiles on disk, read block by block
+    (``block`` rows, :data:`BLOCK_BYTES` at most) as float32 tensors."""
+
+    def __init__(self, features: list[np.ndarray | FeatureFile]) -> None:
+        self.features = features
+        self.n = len(features[0])
+        self.row_bytes = sum(4 * int(np.prod(f.shape[1:])) for f in features)
+        self.block = max(1, BLOCK_BYTES // max(1, self.row_bytes))
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(f.shape[1:]) for f in self.features]
+
+    def read(self, start: int, stop: int) -> list[torch.Tensor]:
+        """Rows start:stop of every array."""
+        return [
+            torch.from_numpy(f.read(start, stop))
+            if isinstance(f, FeatureFile)
+            else torch.as_tensor(f[start:stop], dtype=torch.float32)
+            for f in self.features
+        ]
+
+    def blocks(self, rows: np.ndarray) -> Iterator[tuple[slice, list[torch.Tensor]]]:
+        """The rows ``rows`` (sorted), block by block: (their slice of ``rows``, the arrays)."""
+        for start in range(0, self.n, self.block):
+            lo, hi = np.searchsorted(rows, [start, start + self.block])
+            if lo < hi:
+                local = torch.as_tensor(rows[lo:hi] - start)
+                yield slice(lo, hi), [x[local] for x in self.read(start, start + self.block)]
+
+    def take(self, rows: np.ndarray) -> list[torch.Tensor]:
+        """The rows ``rows`` (sorted) of every array, in memory."""
+        parts = [data for _, data in self.blocks(rows)]
+        if not parts:
+            return [torch.zeros((0, *shape)) for shape in self.shapes]
+        return [torch.cat(column) for column in zip(*parts)]
+
+    def moments(self, rows: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-dimension mean and standard deviation (n - 1) of the rows ``rows``, summed in
+        float64 block by block."""
+        sums = [torch.zeros(shape, dtype=torch.float64) for shape in self.shapes]
+        squares = [torch.zeros(shape, dtype=torch.float64) for shape in self.shapes]
+        for _, data in self.blocks(rows):
+            for i, x in enumerate(data):
+                x = x.double()
+                sums[i] += x.sum(0)
+                squares[i] += (x * x).sum(0)
+        n = len(rows)
+        means = [t / max(n, 1) for t in sums]
+        if n < 2:
+            return [m.float() for m in means], [torch.ones(shape) for shape in self.shapes]
+        stds = [((q - n * m * m) / (n - 1)).clamp(min=0).sqrt() for q, m in zip(squares, means)]
+        return [m.float() for m in means], [sd.float() for sd in stds]
+
+    def shuffled(
+        self, rows: np.ndarray, batch_size: int, gen: torch.Generator
+    ) -> Iterator[tuple[list[torch.Tensor], np.ndarray]]:
+        """Minibatches of the rows ``rows`` in a random order: the blocks are shuffled, a
+        buffer of them (:data:`SHUFFLE_BYTES`) is read, and its rows are shuffled together.
+        Yields (the arrays of the batch, its row numbers)."""
+        wanted = np.zeros(self.n, dtype=bool)
+        wanted[rows] = True
+        n_blocks = -(-self.n // self.block)
+        per_buffer = max(1, SHUFFLE_BYTES // max(1, self.block * self.row_bytes))
+        order = torch.randperm(n_blocks, generator=gen).numpy()
+        for g in range(0, n_blocks, per_buffer):
+            starts = np.sort(order[g : g + per_buffer]) * self.block
+            ids = np.concatenate([np.arange(s, min(s + self.block, self.n)) for s in starts])
+            keep = torch.as_tensor(np.flatnonzero(wanted[ids]))
+            data = [
+                torch.cat(column)[keep]
+                for column in zip(*(self.read(s, s + self.block) for s in starts))
+            ]
+            ids = ids[keep.numpy()]
+            perm = torch.randperm(len(ids), generator=gen)
+            for s in range(0, len(perm), batch_size):
+                b = perm[s : s + batch_size]
+                yield [x[b] for x in data], ids[b.numpy()]
+
+
 def train_head(
-    features: list[np.ndarray],
+    features: list[np.ndarray | FeatureFile],
     y: np.ndarray,
     n_classes: int,
     head_config: HeadConfig | None = None,
@@ -227,7 +323,10 @@ def train_head(
     class indices [n] (single-label), or a 0/1 matrix [n, n_classes] (multi-label).
 
     The MLP heads train by Adam with early stopping on the validation split; the linear head
-    (fusion "linear") by L-BFGS, see :func:`_fit_linear`.
+    (fusion "linear") by L-BFGS, see :func:`_fit_linear`. Features may be numpy arrays or
+    FeatureFiles on disk; with any FeatureFile among them every array is streamed in blocks
+    (the minibatch order then differs from the in-memory one: the same model up to SGD noise,
+    and the same linear head up to float rounding).
     """
     head_config = head_config or HeadConfig()
     config = config or TrainConfig()
@@ -239,9 +338,14 @@ def train_head(
 
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    feats = [torch.as_tensor(f, dtype=torch.float32) for f in features]
-    head = FusionHead([tuple(f.shape[1:]) for f in feats], n_classes, head_config)
-    head.set_standardization([f[tr_idx] for f in feats])
+    streamed = any(isinstance(f, FeatureFile) for f in features)
+    head = FusionHead([tuple(f.shape[1:]) for f in features], n_classes, head_config)
+    if streamed:
+        rows: _Rows | list[torch.Tensor] = _Rows(features)
+        head.set_moments(*rows.moments(tr_idx))
+    else:
+        rows = [torch.as_tensor(f, dtype=torch.float32) for f in features]
+        head.set_standardization([f[tr_idx] for f in rows])
     weight = None
     if config.class_weight == "balanced" and multi:
         positives = y[tr_idx].sum(0).astype(np.float64)
@@ -254,12 +358,29 @@ def train_head(
     head.to(device)
     objective = _Objective(head, y, weight, config.monitor)
     if head_config.fusion == "linear":
-        result = _fit_linear(head, feats, y, tr_idx, va_idx, config, objective, device, progress)
+        result = _fit_linear(head, rows, y, tr_idx, va_idx, config, objective, device, progress)
         result.seconds = time.perf_counter() - start
         return result
-    train_x = [f[tr_idx].to(device) for f in feats]
-    train_y = torch.as_tensor(y[tr_idx], device=device)
-    val_x = [f[va_idx].to(device) for f in feats]
+    target = torch.as_tensor(y, device=device)
+    if isinstance(rows, _Rows):
+        val_x = [f.to(device) for f in rows.take(va_idx)]
+        source = rows
+
+        def batches() -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+            for xs, ids in source.shuffled(tr_idx, config.batch_size, gen):
+                yield [x.to(device) for x in xs], target[torch.as_tensor(ids, device=device)]
+
+    else:
+        train_x = [f[tr_idx].to(device) for f in rows]
+        train_y = target[torch.as_tensor(tr_idx, device=device)]
+        val_x = [f[va_idx].to(device) for f in rows]
+
+        def batches() -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+            perm = torch.randperm(len(tr_idx), generator=gen)
+            for s in range(0, len(perm), config.batch_size):
+                b = perm[s : s + config.batch_size].to(device)
+                yield [x[b] for x in train_x], train_y[b]
+
     # fused Adam: one kernel for all parameters (measured ~30% faster per step on CPU).
     opt = torch.optim.Adam(
         head.parameters(),
@@ -275,16 +396,14 @@ def train_head(
     )
     for epoch in bar:
         head.train()
-        perm = torch.randperm(len(tr_idx), generator=gen)
         total = 0.0
-        for s in range(0, len(perm), config.batch_size):
-            b = perm[s : s + config.batch_size].to(device)
-            loss = objective.loss(head([x[b] for x in train_x]), train_y[b])
+        for xs, yb in batches():
+            loss = objective.loss(head(xs), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(b)
-        record = {"epoch": epoch + 1, "train_loss": total / max(len(perm), 1)}
+            total += loss.item() * len(yb)
+        record = {"epoch": epoch + 1, "train_loss": total / max(len(tr_idx), 1)}
         if len(va_idx):
             m, scores = objective.score(predict_logits(head, val_x).cpu(), y[va_idx])
             score = scores.pop("score")
@@ -310,9 +429,71 @@ def train_head(
     return result
 
 
+class _Fused:
+    """The linear head's design matrix in memory: the fused features of every row."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def data_term(
+        self, rows: np.ndarray | None, target: torch.Tensor, objective: _Objective
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A function of (W, b) that back-propagates the mean loss over ``rows`` (None: all)
+        and returns it."""
+        x, y = (self.x, target) if rows is None else (self.x[rows], target[rows])
+
+        def term(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            loss = objective.loss(x @ w.T + b, y)
+            loss.backward()
+            return loss.detach()
+
+        return term
+
+    def logits(self, rows: np.ndarray, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return (self.x[rows] @ params[0].T + params[1]).cpu()
+
+
+class _StreamedFused:
+    """The linear head's design matrix streamed from disk: each block of rows is read, fused
+    (standardized) and dropped; the loss of every block is back-propagated on its own, so
+    memory holds one block."""
+
+    def __init__(self, rows: _Rows, head: FusionHead, device: torch.device) -> None:
+        self.rows, self.head, self.device = rows, head, device
+
+    def _blocks(self, rows: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
+        for sl, data in self.rows.blocks(rows):
+            with torch.no_grad():  # not around the yield: the caller's autograd stays on
+                x = self.head.fuse([f.to(self.device) for f in data])
+            yield sl, x
+
+    def data_term(
+        self, rows: np.ndarray | None, target: torch.Tensor, objective: _Objective
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """As :meth:`_Fused.data_term`, one block at a time."""
+        rows = np.arange(self.rows.n) if rows is None else rows
+        y = target[torch.as_tensor(rows, device=target.device)]
+        mass = objective.mass(y)
+
+        def term(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            total = torch.zeros(())
+            for sl, x in self._blocks(rows):
+                part = objective.loss(x @ w.T + b, y[sl])
+                part = part * (objective.mass(y[sl]) / mass)
+                part.backward()
+                total += part.detach().cpu()
+            return total
+
+        return term
+
+    def logits(self, rows: np.ndarray, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        parts = [(x @ params[0].T + params[1]).cpu() for _, x in self._blocks(rows)]
+        return torch.cat(parts) if parts else torch.zeros((0, self.head.n_classes))
+
+
 def _fit_linear(
     head: FusionHead,
-    feats: list[torch.Tensor],
+    feats: list[torch.Tensor] | _Rows,
     y: np.ndarray,
     tr_idx: np.ndarray,
     va_idx: np.ndarray,
@@ -353,10 +534,16 @@ def _fit_linear(
     else:
         splits = []
     torch.manual_seed(config.seed)
-    with torch.no_grad():
-        x = torch.cat(
-            [head.fuse([f[s : s + 8192].to(device) for f in feats]) for s in range(0, len(y), 8192)]
-        )
+    if isinstance(feats, _Rows):
+        design: _Fused | _StreamedFused = _StreamedFused(feats, head, device)
+    else:
+        with torch.no_grad():
+            step = 8192
+            parts = [
+                head.fuse([f[s : s + step].to(device) for f in feats])
+                for s in range(0, len(y), step)
+            ]
+            design = _Fused(torch.cat(parts))
     target = torch.as_tensor(y, device=device)
     layer = head.mlp[-1]
     zero = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
@@ -368,8 +555,9 @@ def _fit_linear(
     for fit, val in splits:
         params = zero
         for c in grid:
-            params = _lbfgs(x[fit], target[fit], params, c, objective.loss, config.max_iter)
-            logits[c][val] = (x[val] @ params[0].T + params[1]).cpu()
+            term = design.data_term(fit, target, objective)
+            params = _lbfgs(term, len(fit), params, c, config.max_iter)
+            logits[c][val] = design.logits(val, params)
             starts.setdefault(c, params)
             bar.update()
     bar.close()
@@ -386,7 +574,8 @@ def _fit_linear(
         objective.finish(result, logits[c][held], y[held], config.calibrate)
     else:
         objective.finish(result, torch.zeros((0, head.n_classes)), y[:0], config.calibrate)
-    params = _lbfgs(x, target, starts.get(c, zero), c, objective.loss, config.max_iter)
+    term = design.data_term(None, target, objective)
+    params = _lbfgs(term, len(y), starts.get(c, zero), c, config.max_iter)
     with torch.no_grad():
         layer.weight.copy_(params[0])
         layer.bias.copy_(params[1])
@@ -396,18 +585,18 @@ def _fit_linear(
 
 
 def _lbfgs(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data_term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    n_rows: int,
     start: tuple[torch.Tensor, torch.Tensor],
     c: float,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     max_iter: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimize mean ``loss_fn`` (cross-entropy, or binary cross-entropy per label) +
-    |W|^2 / (2 C n) (scikit-learn's objective divided by C n) from ``start``; returns (W, b)."""
+    """Minimize the mean loss over ``n_rows`` rows (cross-entropy, or binary cross-entropy per
+    label; ``data_term(W, b)`` back-propagates it and returns it) + |W|^2 / (2 C n)
+    (scikit-learn's objective divided by C n) from ``start``; returns (W, b)."""
     w = start[0].clone().requires_grad_(True)
     b = start[1].clone().requires_grad_(True)
-    l2 = 1.0 / (c * len(x))
+    l2 = 1.0 / (c * n_rows)
     opt = torch.optim.LBFGS(
         [w, b],
         lr=1.0,
@@ -420,9 +609,9 @@ def _lbfgs(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = loss_fn(x @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
-        loss.backward()
-        return loss
+        penalty = 0.5 * l2 * (w * w).sum()
+        penalty.backward()
+        return data_term(w, b) + penalty.detach()
 
     opt.step(closure)
     return w.detach(), b.detach()

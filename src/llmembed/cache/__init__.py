@@ -54,6 +54,7 @@ from ._chunks import (
     row_sums,
     write_chunk,
 )
+from ._features import FeatureFile
 from ._index import ChunkRow, FolderIndex
 from ._lock import CacheClearedError, cleared_error, folder_lock
 
@@ -65,6 +66,7 @@ __all__ = [
     "CacheClearedError",
     "CacheEntry",
     "EmbeddingCache",
+    "FeatureFile",
     "default_cache_dir",
     "text_key",
 ]
@@ -119,25 +121,80 @@ class _Restart(Exception):
     """The folder's recorded shape was wrong (wrong-shape chunks held the majority): redo."""
 
 
-class _Result:
-    """Vectors of the unique requested keys, filled as they are read or computed."""
+@dataclass(frozen=True)
+class _Spill:
+    """Where a result larger than ``over`` bytes goes instead of memory: a FeatureFile at
+    ``path`` (see ``EmbeddingCache.embed``'s ``spill_dir``)."""
 
-    def __init__(self, keys: list[bytes]) -> None:
+    path: Path
+    over: int
+
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray | FeatureFile:
+        if 4 * int(np.prod(shape, dtype=np.int64)) > self.over:
+            return FeatureFile(self.path, shape)
+        return np.empty(shape, dtype=np.float32)
+
+
+class _Result:
+    """Vectors of the unique requested keys, filled as they are read or computed (in memory,
+    or in a FeatureFile on disk when ``spill`` says so)."""
+
+    def __init__(self, keys: list[bytes], spill: _Spill | None = None) -> None:
         self.pos = {k: i for i, k in enumerate(keys)}
         self.filled = np.zeros(len(keys), dtype=bool)
-        self.buf: np.ndarray | None = None
+        self.buf: np.ndarray | FeatureFile | None = None
+        self.spill = spill
 
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         if self.buf is None:
-            self.buf = np.empty((len(self.pos), *vectors.shape[1:]), dtype=np.float32)
+            shape = (len(self.pos), *vectors.shape[1:])
+            self.buf = (
+                np.empty(shape, dtype=np.float32)
+                if self.spill is None
+                else self.spill.allocate(shape)
+            )
         elif self.buf.shape[1:] != vectors.shape[1:]:
             raise _Restart
         idx = np.fromiter((self.pos[k] for k in keys), dtype=np.int64, count=len(keys))
-        self.buf[idx] = vectors
+        if isinstance(self.buf, FeatureFile):
+            self.buf.write(idx, vectors)
+        else:
+            self.buf[idx] = vectors
         self.filled[idx] = True
 
     def has(self, key: bytes) -> bool:
         return bool(self.filled[self.pos[key]])
+
+    def output(self, keys: list[bytes]) -> np.ndarray | FeatureFile:
+        """The vectors of ``keys`` (duplicates allowed) in their order."""
+        if self.buf is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        if len(self.pos) == len(keys):
+            return self.buf
+        order = np.fromiter((self.pos[k] for k in keys), dtype=np.int64, count=len(keys))
+        if not isinstance(self.buf, FeatureFile):
+            return self.buf[order]
+        unique = self.buf
+        out = FeatureFile(unique.path.with_suffix(".rows.npy"), (len(keys), *unique.shape[1:]))
+        step = max(1, (64 << 20) // max(1, unique.nbytes // max(1, len(unique))))
+        for s in range(0, len(keys), step):
+            part = order[s : s + step]
+            rows, inverse = np.unique(part, return_inverse=True)
+            out.write(np.arange(s, s + len(part)), unique.take(rows)[inverse])
+        unique.close()
+        unique.path.unlink()
+        return out
+
+
+def _remove_stale_spills(root: Path) -> None:
+    """Delete the spill folders (``.spill-<pid>-*``) of processes that no longer run."""
+    for folder in root.glob(".spill-*"):
+        try:
+            os.kill(int(folder.name.split("-")[1]), 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # PermissionError: another user's process, alive
 
 
 def _same_dir(folder: Path, ident: os.stat_result) -> bool:
@@ -247,20 +304,35 @@ class EmbeddingCache:
         self.last_misses = 0
 
     # -- the main entry point ----------------------------------------------------------------------
-    def embed(self, backbone: Backbone, texts: Sequence[str], progress: bool = True) -> np.ndarray:
+    def embed(
+        self,
+        backbone: Backbone,
+        texts: Sequence[str],
+        progress: bool = True,
+        *,
+        spill_dir: str | os.PathLike | None = None,
+        spill_over: int = 0,
+    ) -> np.ndarray | FeatureFile:
         """Embeddings of `texts` [n, n_vectors, width]: cached ones read, only new ones computed.
 
         Takes: a backbone (``fingerprint()``, ``describe()``, ``embed(texts, progress,
-        on_batch)``, ``spec.model``), the texts, and whether to show a progress bar.
+        on_batch)``, ``spec.model``), the texts, and whether to show a progress bar;
+        ``spill_dir``: a folder where a result of more than ``spill_over`` bytes is written, as
+        a :class:`FeatureFile` named after the fingerprint, instead of being held in memory
+        (for training sets larger than memory; the caller deletes the file).
         Returns: float32 [len(texts), n_vectors, width] in input order (``[0, 0]`` for no
-        texts); ``last_hits`` / ``last_misses`` say how many were read / computed.
+        texts), a numpy array or a FeatureFile; ``last_hits`` / ``last_misses`` say how many
+        were read / computed.
         Raises:
             CacheClearedError (an LLMEmbedError): the folder was removed by another process
                 (``cache clear``) during the call.
             whatever ``backbone.embed`` raises (the chunks written before stay valid).
         """
+        spill = None
+        if spill_dir is not None:
+            spill = _Spill(Path(spill_dir) / f"{backbone.fingerprint()}.npy", spill_over)
         if self.read_only:
-            return self._embed_read_only(backbone, texts, progress)
+            return self._embed_read_only(backbone, texts, progress, spill)
         folder = self.root / backbone.fingerprint()
         folder.mkdir(parents=True, exist_ok=True)
         ident = os.stat(folder)
@@ -273,7 +345,7 @@ class EmbeddingCache:
             try:
                 index = FolderIndex(folder)
                 try:
-                    out = self._embed(index, folder, ident, backbone, texts, keys, progress)
+                    out = self._embed(index, folder, ident, backbone, texts, keys, progress, spill)
                 finally:
                     index.close()
             except _Restart:
@@ -298,10 +370,11 @@ class EmbeddingCache:
         texts: Sequence[str],
         keys: list[bytes],
         progress: bool,
-    ) -> np.ndarray:
+        spill: _Spill | None,
+    ) -> np.ndarray | FeatureFile:
         uniq = list(dict.fromkeys(keys))
         text_of = dict(zip(keys, texts))
-        result = _Result(uniq)
+        result = _Result(uniq, spill)
         used: dict[int, ChunkRow] = {}
         index.sync()
         self._read(index, folder, uniq, result, used)
@@ -340,11 +413,7 @@ class EmbeddingCache:
         self.last_misses = len(computed)
         self.last_hits = len(keys) - sum(1 for k in keys if k in computed)
         self._touch(index, used.values())
-        if result.buf is None:
-            return np.zeros((0, 0), dtype=np.float32)
-        if len(uniq) == len(keys):
-            return result.buf
-        return result.buf[[result.pos[k] for k in keys]]
+        return result.output(keys)
 
     @contextlib.contextmanager
     def _locked(self, folder: Path, ident: os.stat_result) -> Iterator[None]:
@@ -517,8 +586,8 @@ class EmbeddingCache:
 
     # -- read-only mode ------------------------------------------------------------------------
     def _embed_read_only(
-        self, backbone: Backbone, texts: Sequence[str], progress: bool
-    ) -> np.ndarray:
+        self, backbone: Backbone, texts: Sequence[str], progress: bool, spill: _Spill | None
+    ) -> np.ndarray | FeatureFile:
         """``embed`` with ``read_only``: same result and counters, nothing written.
 
         Raises: whatever ``backbone.embed`` raises.
@@ -531,7 +600,7 @@ class EmbeddingCache:
             emb = backbone.embed([text_of[k] for k in ks], progress=progress)
             return np.ascontiguousarray(emb, dtype=np.float32)
 
-        result = _Result(uniq)
+        result = _Result(uniq, spill)
         if uniq:
             _read_only_rows(self.root / backbone.fingerprint(), uniq, result)
         missing = [k for k in uniq if not result.has(k)]
@@ -541,23 +610,36 @@ class EmbeddingCache:
             if result.buf is not None and result.buf.shape[1:] != emb.shape[1:]:
                 # the folder holds another shape than the backbone computes: none of it is used
                 cached = [k for k in uniq if result.has(k)]
-                result = _Result(uniq)
+                result = _Result(uniq, spill)
                 result.put(cached, compute(cached))
                 computed.update(cached)
             result.put(missing, emb)
         self.last_misses = len(computed)
         self.last_hits = len(keys) - sum(1 for k in keys if k in computed)
-        if result.buf is None:
-            return np.zeros((0, 0), dtype=np.float32)
-        if len(uniq) == len(keys):
-            return result.buf
-        return result.buf[[result.pos[k] for k in keys]]
+        return result.output(keys)
 
     def _touch(self, index: FolderIndex, chunks: Any) -> None:
         now = time.time()
         stale = [c.id for c in chunks if now - c.last_used > TOUCH_INTERVAL_S]
         with contextlib.suppress(sqlite3.Error):  # a read-only cache still reads
             index.touch(stale, now)
+
+    @contextlib.contextmanager
+    def spill_folder(self) -> Iterator[Path]:
+        """A fresh folder under the cache root for results too large for memory (``embed``'s
+        ``spill_dir``), deleted on exit; those left by killed processes are deleted first.
+
+        Under the cache root rather than the temp dir: /tmp is often memory (tmpfs).
+        Raises: OSError when the folder cannot be created.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_spills(self.root)
+        folder = self.root / f".spill-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- compaction ----------------------------------------------------------------------------
     def _is_small(self, c: ChunkRow) -> bool:
@@ -753,7 +835,8 @@ class EmbeddingCache:
                 continue
             shutil.rmtree(tomb, ignore_errors=True)
             removed += 1
-        if self.root.is_dir():  # leftovers of a clear that was killed
+        if self.root.is_dir():  # leftovers of a clear or a fit that was killed
             for p in self.root.glob(".deleting-*"):
                 shutil.rmtree(p, ignore_errors=True)
+            _remove_stale_spills(self.root)
         return removed
