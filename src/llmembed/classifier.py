@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["LLMEmbedClassifier", "NotFittedError"]
 
 NOT_FITTED_MESSAGE = "This classifier is not fitted yet: call fit() or load() first"
+IN_MEMORY_SHARE = 4  # out_of_core="auto": in memory while features <= available / this
 
 
 class NotFittedError(LLMEmbedError, sklearn.exceptions.NotFittedError):
@@ -132,11 +133,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         Stream the training features from disk instead of holding them in memory, for
         training sets whose embeddings do not fit: ``fit`` writes them to a temporary file
         in the cache folder (deleted after), and the head reads them back in blocks.
-        "auto": when one backbone's features would take more than half the memory available
-        (:func:`llmembed.hardware.available_memory`, divided among the backbones); True:
-        always; False: never. Needs ``use_cache=True`` ("auto" stays in memory otherwise).
-        Streamed training shuffles by blocks: the same model up to SGD noise (the linear head
-        up to rounding).
+        "auto": when one backbone's features would take more than a quarter of the memory
+        available (:func:`llmembed.hardware.available_memory`, divided among the backbones:
+        training in memory peaks near 3x the features, with the copies it standardizes);
+        True: always; False: never. Needs ``use_cache=True`` ("auto" stays in memory
+        otherwise). Streamed training shuffles by blocks: the same model up to SGD noise (the
+        linear head up to rounding).
 
     Parameters are stored as given and checked by ``fit``.
 
@@ -506,7 +508,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             if available is None:
                 yield None
                 return
-            over = available // (2 * n_backbones)
+            over = available // (IN_MEMORY_SHARE * n_backbones)
         with EmbeddingCache(self.cache_dir).spill_folder() as folder:
             yield folder, over
 

@@ -266,7 +266,7 @@ def train(
         typer.Option(
             "--out-of-core/--in-memory",
             help="Stream the features from disk / keep them in memory (default: stream "
-            "when they would take more than half the available memory).",
+            "when they would take more than a quarter of the available memory).",
         ),
     ] = None,
     cache_dir: CacheDir = None,
