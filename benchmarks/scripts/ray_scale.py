@@ -3,7 +3,8 @@ streaming many texts, and its overhead against the local path.
 
     python benchmarks/scripts/ray_scale.py workers --model minilm-l6 --n 20000
     python benchmarks/scripts/ray_scale.py memory --n 100000,1000000
-    python benchmarks/scripts/ray_scale.py overhead --model minilm-l6 --n 10000
+    python benchmarks/scripts/ray_scale.py overhead --model minilm-l6 --n 10000 --repeat 3
+    python benchmarks/scripts/ray_scale.py startup --model minilm-l6
 
 ``workers``: SST-2 train sentences embedded by ``embed_files`` with 1 worker, then 2 (1 torch
 thread each), into fresh folders, Ray started once before both (its start-up is not in either
@@ -11,8 +12,10 @@ time). ``memory``: ``--n`` short random texts in one CSV through a tiny random B
 the peak resident memory of the whole Ray session (this driver, raylet, workers: the process tree)
 sampled every 0.2 s. ``overhead``: the same ``--n`` texts through ``Backbone.embed`` (1 thread,
 model load included) and through ``embed_files`` with 1 worker (Ray start-up, actor start-up and
-model load included). Results go to ``--output`` (default benchmarks/results/ray_scale.json),
-one key per experiment.
+model load included); with ``--cluster``, a Ray head started before the timing (``ray start
+--head``, as on a cluster that runs many jobs) instead of the one the job starts. ``startup``:
+the fixed cost taken apart (``ray.init``, one actor made ready, ``ray.shutdown``). Results go
+to ``--output`` (default benchmarks/results/ray_scale.json), one key per experiment.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -129,37 +133,98 @@ def memory(ns: list[int], tmp: Path) -> dict[str, Any]:
     return {"runs": out, "ratio_peak_rss": round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)}
 
 
-def overhead(model: str, n: int, tmp: Path) -> dict[str, Any]:
+def _start_cluster() -> None:
+    """``ray start --head`` on this machine, as an operator runs it once before the jobs."""
+    cmd = ["ray", "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+           "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def overhead(
+    model: str, n: int, tmp: Path, cluster: bool = False, repeat: int = 1
+) -> dict[str, Any]:
     import torch
 
     from llmembed import Backbone, BackboneSpec
-    from llmembed.distributed import embed_files
+    from llmembed.distributed import embed_files, read_shards
 
     texts = sst2_texts(n)
     data = write_csv(tmp / "sst2.csv", texts)
     spec = BackboneSpec(model, layers="-1", pooling="mean", max_length=256)
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    local = Backbone(spec).embed(texts, progress=False)
-    local_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    embed_files([data], spec, tmp / "o", shard_rows=n, workers=1, threads_per_worker=1,
-                progress=False)  # fmt: skip
-    ray_s = time.perf_counter() - t0
-    from llmembed.distributed import read_shards
-
-    diff = float(np.abs(read_shards(tmp / "o")[0]["embedding"] - local).max())
-    return {"model": model, "texts": n, "local_s": round(local_s, 1), "ray_s": round(ray_s, 1),
-            "overhead_pct": round(100 * (ray_s - local_s) / local_s, 1),
+    runs, diff = [], 0.0
+    for i in range(repeat):  # local then Ray, side by side, each time
+        t0 = time.perf_counter()
+        local = Backbone(spec).embed(texts, progress=False)
+        local_s = time.perf_counter() - t0
+        if cluster:
+            _start_cluster()
+        try:
+            t0 = time.perf_counter()
+            embed_files([data], spec, tmp / f"o{i}", shard_rows=n, workers=1,
+                        threads_per_worker=1, address="auto" if cluster else None,
+                        progress=False)  # fmt: skip
+            ray_s = time.perf_counter() - t0
+        finally:
+            if cluster:
+                subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        diff = max(diff, float(np.abs(read_shards(tmp / f"o{i}")[0]["embedding"] - local).max()))
+        runs.append({"local_s": round(local_s, 1), "ray_s": round(ray_s, 1),
+                     "overhead_pct": round(100 * (ray_s - local_s) / local_s, 1)})  # fmt: skip
+        print(runs[-1], flush=True)
+    ray = "running cluster" if cluster else "started by the job"
+    median = float(np.median([r["overhead_pct"] for r in runs]))
+    return {"model": model, "texts": n, "ray": ray, "runs": runs, "overhead_pct": median,
             "max_abs_diff": diff}  # fmt: skip
+
+
+def startup(model: str) -> dict[str, Any]:
+    """Where the Ray path's fixed cost goes: ``ray.init`` of a local runtime, one actor made
+    ready (process start, torch / transformers import, model load), ``ray.shutdown``."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    init_s = time.perf_counter() - t0
+
+    @ray.remote(num_cpus=1)
+    class Probe:
+        def __init__(self) -> None:
+            t = time.perf_counter()
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+
+            self.import_s = time.perf_counter() - t
+            from llmembed import Backbone, BackboneSpec
+
+            t = time.perf_counter()
+            Backbone(BackboneSpec(model, layers="-1", pooling="mean", max_length=256)).load()
+            self.load_s = time.perf_counter() - t
+
+        def times(self) -> tuple[float, float]:
+            return self.import_s, self.load_s
+
+    t0 = time.perf_counter()
+    import_s, load_s = ray.get(Probe.remote().times.remote())
+    actor_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ray.shutdown()
+    shutdown_s = time.perf_counter() - t0
+    return {"model": model, "ray_init_s": round(init_s, 1), "actor_ready_s": round(actor_s, 1),
+            "of_which_import_s": round(import_s, 1), "of_which_model_load_s": round(load_s, 1),
+            "ray_shutdown_s": round(shutdown_s, 1)}  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["workers", "memory", "overhead"])
+    p.add_argument("what", choices=["workers", "memory", "overhead", "startup"])
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--n", default="20000")
     p.add_argument("--shard-rows", type=int, default=2000)
+    p.add_argument("--cluster", action="store_true",
+                   help="overhead: against a Ray already running (ray start --head), not one "
+                   "the job starts")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=1, help="overhead: runs (the median is kept)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUT)
     a = p.parse_args()
     ns = [int(x) for x in a.n.split(",")]
@@ -168,12 +233,14 @@ def main() -> None:
             result = workers(a.model, ns[0], a.shard_rows, Path(tmp))
         elif a.what == "memory":
             result = memory(ns, Path(tmp))
+        elif a.what == "startup":
+            result = startup(a.model)
         else:
-            result = overhead(a.model, ns[0], Path(tmp))
+            result = overhead(a.model, ns[0], Path(tmp), a.cluster, a.repeat)
     result.update(measured=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count(),
                   loadavg=os.getloadavg()[0])  # fmt: skip
     data = json.loads(a.output.read_text()) if a.output.exists() else {}
-    data[a.what] = result
+    data[a.what + ("_cluster" if a.cluster else "")] = result
     a.output.write_text(json.dumps(data, indent=1) + "\n")
     print(json.dumps(result))
 
