@@ -2,6 +2,7 @@
 that stays flat as the training set grows, and the same model as training in memory.
 
     python benchmarks/scripts/out_of_core.py memory --n 100000,1000000
+    python benchmarks/scripts/out_of_core.py fill --n 1000000
     python benchmarks/scripts/out_of_core.py equivalence --dataset sst2 --recipes cpu \
         --cache-dir ~/.cache/llmembed/embeddings/reproduce/sst2
 
@@ -16,7 +17,8 @@ parent's size at fork) and wall time are recorded. With ``--workdir DIR`` the mo
 filled caches stay in ``DIR/llmembed-out-of-core`` and are reused by the next run.
 ``equivalence``: real data; each shipped recipe fits the dataset's training split in
 memory and streamed (``--seeds``), from an embedding cache that already holds its features,
-and is scored on the test split. Results go to ``--output`` (default
+and is scored on the test split. ``fill``: how fast the cache stores ``--n`` such rows
+(``EmbeddingCache.add``, what ``cache import`` runs). Results go to ``--output`` (default
 benchmarks/results/out_of_core.json), one key per experiment.
 """
 
@@ -115,12 +117,13 @@ def _run_child(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def memory(ns: list[int], threads: int, work: Path) -> dict[str, Any]:
+def _backbone(work: Path) -> tuple[str, str, dict[str, Any]]:
+    """The small random BERT of ``memory`` (made once in ``work``): its folder, fingerprint and
+    description."""
     import torch
     from transformers import BertConfig, BertModel
 
-    from llmembed import Backbone, EmbeddingCache
-    from llmembed.cache import text_key
+    from llmembed import Backbone
     from llmembed.testing import make_tiny_bert
 
     model = str(work / "bert")
@@ -132,25 +135,54 @@ def memory(ns: list[int], threads: int, work: Path) -> dict[str, Any]:
                             num_attention_heads=4, intermediate_size=512)  # fmt: skip
         BertModel(config).save_pretrained(model)
     bb = Backbone(_spec(model), device="cpu")
-    fingerprint, meta = bb.fingerprint(), bb.describe()
+    return model, bb.fingerprint(), bb.describe()
+
+
+def _fill(
+    cache_dir: Path, n: int, fingerprint: str, meta: dict[str, Any]
+) -> tuple[np.ndarray, float]:
+    """Store ``n`` synthetic rows for texts "doc <i>" in the cache; returns (labels, seconds)."""
+    from llmembed import EmbeddingCache
+    from llmembed.cache import text_key
+
+    cache = EmbeddingCache(cache_dir)
+    labels = np.empty(n, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    step = 100_000
+    for s in range(0, n, step):
+        k = min(step, n - s)
+        x = rng.normal(size=(k, *SHAPE)).astype(np.float32)
+        labels[s : s + k] = (x[:, 0, 0] + x[:, 3, 1] + 0.5 * rng.normal(size=k)) > 0
+        keys = [text_key(f"doc {i}") for i in range(s, s + k)]
+        cache.add(fingerprint, keys, x, meta=meta)  # skips keys already there
+    return labels, time.perf_counter() - t0
+
+
+def fill(n: int, work: Path) -> dict[str, Any]:
+    """How fast ``EmbeddingCache.add`` (what ``cache import`` runs) stores ``n`` rows."""
+    _, fingerprint, meta = _backbone(work)
+    cache_dir = work / f"fill-{n}"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    try:
+        _, seconds = _fill(cache_dir, n, fingerprint, meta)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return {"rows": n, "row_bytes": 4 * int(np.prod(SHAPE)), "seconds": round(seconds, 1),
+            "rows_per_s": round(n / seconds)}  # fmt: skip
+
+
+def memory(ns: list[int], threads: int, work: Path) -> dict[str, Any]:
+    model, fingerprint, meta = _backbone(work)
     runs: dict[str, Any] = {}
     for n in ns:
         cache_dir, labels_file = work / f"cache-{n}", work / f"labels-{n}.npy"
+        row: dict[str, Any] = {"features_mb": round(n * 4 * int(np.prod(SHAPE)) / 2**20, 1)}
         if not labels_file.exists():  # written last: the cache is complete when it is there
-            cache = EmbeddingCache(cache_dir)
-            labels = np.empty(n, dtype=np.int64)
-            rng = np.random.default_rng(0)
-            t0 = time.perf_counter()
-            step = 100_000
-            for s in range(0, n, step):
-                k = min(step, n - s)
-                x = rng.normal(size=(k, *SHAPE)).astype(np.float32)
-                labels[s : s + k] = (x[:, 0, 0] + x[:, 3, 1] + 0.5 * rng.normal(size=k)) > 0
-                keys = [text_key(f"doc {i}") for i in range(s, s + k)]
-                cache.add(fingerprint, keys, x, meta=meta)  # skips keys already there
+            labels, seconds = _fill(cache_dir, n, fingerprint, meta)
             np.save(labels_file, labels)
-            print(f"{n}: cache filled in {time.perf_counter() - t0:.0f} s", flush=True)
-        row = {"features_mb": round(n * 4 * int(np.prod(SHAPE)) / 2**20, 1)}
+            row["fill_s"] = round(seconds, 1)
+            print(f"{n}: cache filled in {seconds:.0f} s", flush=True)
         for mode in (False, True):
             config = {"kind": "memory", "n": n, "model": model, "cache_dir": str(cache_dir),
                       "labels": str(labels_file), "out_of_core": mode,
@@ -193,7 +225,7 @@ def equivalence(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["memory", "equivalence", "_child"])
+    p.add_argument("what", choices=["memory", "equivalence", "fill", "_child"])
     p.add_argument("config", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--n", default="100000,1000000")
     p.add_argument("--dataset", default="sst2")
@@ -208,11 +240,12 @@ def main() -> None:
     if a.what == "_child":
         print(json.dumps(_child(json.loads(a.config))))
         return
-    if a.what == "memory":
+    if a.what in ("memory", "fill"):
         work = a.workdir / "llmembed-out-of-core" if a.workdir else Path(tempfile.mkdtemp())
         work.mkdir(parents=True, exist_ok=True)
+        ns = [int(x) for x in a.n.split(",")]
         try:
-            result = memory([int(x) for x in a.n.split(",")], a.threads, work)
+            result = memory(ns, a.threads, work) if a.what == "memory" else fill(ns[-1], work)
         finally:
             if not a.workdir:
                 shutil.rmtree(work, ignore_errors=True)

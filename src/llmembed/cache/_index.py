@@ -290,9 +290,10 @@ class FolderIndex:
         )
         c.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?)", rows)
         if sums is not None:  # a verified copy: fill row hashes a key-only take-in left empty
+            # by primary key: "WHERE chunk=? AND row=?" scanned the chunk's rows per row
             c.executemany(
-                "UPDATE keys SET rowsum=? WHERE chunk=? AND row=? AND rowsum IS NULL",
-                ((sums[i], cid, i) for i in range(len(key_list))),
+                "UPDATE keys SET rowsum=? WHERE key=? AND chunk=? AND rowsum IS NULL",
+                ((sums[i], k, cid) for i, k in enumerate(key_list)),
             )
         live = c.execute("SELECT COUNT(*) FROM keys WHERE chunk=?", (cid,)).fetchone()[0]
         c.execute("UPDATE chunks SET live=? WHERE id=?", (live, cid))
