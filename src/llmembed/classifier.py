@@ -446,28 +446,30 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         timings: dict[str, float] = {}
         with self._spill(len(backbones)) as spill:
             features = self._extract(texts, backbones, timings, spill)
-            channel = None
-            if recipe.lexical.enabled:  # after the backbones: head.mean_of indices unaffected
+            try:
+                channel = None
+                if recipe.lexical.enabled:  # after the backbones: head.mean_of unaffected
+                    t0 = time.perf_counter()
+                    channel = LexicalChannel(recipe.lexical)
+                    features.append(
+                        channel.fit_transform(texts, target, len(labels), recipe.train.seed)
+                    )
+                    timings["lexical"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                channel = LexicalChannel(recipe.lexical)
-                features.append(
-                    channel.fit_transform(texts, target, len(labels), recipe.train.seed)
+                result = train_head(
+                    features,
+                    target,
+                    len(labels),
+                    head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical
+                    recipe.train,
+                    device="cpu",
+                    progress=self.verbose,
                 )
-                timings["lexical"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            result = train_head(
-                features,
-                target,
-                len(labels),
-                head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical
-                recipe.train,
-                device="cpu",
-                progress=self.verbose,
-            )
-            timings["train_head"] = time.perf_counter() - t0
-            for f in features:
-                if isinstance(f, FeatureFile):
-                    f.close()
+                timings["train_head"] = time.perf_counter() - t0
+            finally:  # before the spill folder goes (an open file can block that elsewhere)
+                for f in features:
+                    if isinstance(f, FeatureFile):
+                        f.close()
         self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
         self._lexical = channel  # read as lexical_
         if multi is not None:

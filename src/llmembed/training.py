@@ -341,11 +341,11 @@ def train_head(
     streamed = any(isinstance(f, FeatureFile) for f in features)
     head = FusionHead([tuple(f.shape[1:]) for f in features], n_classes, head_config)
     if streamed:
-        rows: _Rows | list[torch.Tensor] = _Rows(features)
-        head.set_moments(*rows.moments(tr_idx))
+        source: _Rows | list[torch.Tensor] = _Rows(features)
+        head.set_moments(*source.moments(tr_idx))
     else:
-        rows = [torch.as_tensor(f, dtype=torch.float32) for f in features]
-        head.set_standardization([f[tr_idx] for f in rows])
+        source = [torch.as_tensor(f, dtype=torch.float32) for f in features]
+        head.set_standardization([f[tr_idx] for f in source])
     weight = None
     if config.class_weight == "balanced" and multi:
         positives = y[tr_idx].sum(0).astype(np.float64)
@@ -358,22 +358,22 @@ def train_head(
     head.to(device)
     objective = _Objective(head, y, weight, config.monitor)
     if head_config.fusion == "linear":
-        result = _fit_linear(head, rows, y, tr_idx, va_idx, config, objective, device, progress)
+        result = _fit_linear(head, source, y, tr_idx, va_idx, config, objective, device, progress)
         result.seconds = time.perf_counter() - start
         return result
     target = torch.as_tensor(y, device=device)
-    if isinstance(rows, _Rows):
-        val_x = [f.to(device) for f in rows.take(va_idx)]
-        source = rows
+    if isinstance(source, _Rows):
+        stream = source
+        val_x = [f.to(device) for f in stream.take(va_idx)]
 
         def batches() -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-            for xs, ids in source.shuffled(tr_idx, config.batch_size, gen):
+            for xs, ids in stream.shuffled(tr_idx, config.batch_size, gen):
                 yield [x.to(device) for x in xs], target[torch.as_tensor(ids, device=device)]
 
     else:
-        train_x = [f[tr_idx].to(device) for f in rows]
+        train_x = [f[tr_idx].to(device) for f in source]
         train_y = target[torch.as_tensor(tr_idx, device=device)]
-        val_x = [f[va_idx].to(device) for f in rows]
+        val_x = [f[va_idx].to(device) for f in source]
 
         def batches() -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
             perm = torch.randperm(len(tr_idx), generator=gen)
