@@ -131,3 +131,24 @@ def test_linear_head_fits_saves_and_loads(tiny_llama, tiny_bert, toy_texts, tmp_
     np.testing.assert_array_equal(loaded.predict_proba(texts), clf.predict_proba(texts))
     assert loaded.recipe_.head.fusion == "linear"
     assert loaded.recipe_.train.C == recipe.train.C
+
+
+def test_predict_proba_scores_big_inputs_in_chunks(fitted, toy_texts, monkeypatch):
+    import llmembed.classifier as classifier_module
+
+    texts, labels = toy_texts
+    whole = fitted.predict_proba(texts)
+    monkeypatch.setattr(classifier_module, "PREDICT_CHUNK", 7)
+    sizes = []
+    extract = fitted._extract
+
+    def spy(chunk, *args, **kwargs):
+        sizes.append(len(chunk))
+        return extract(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(fitted, "_extract", spy)
+    np.testing.assert_allclose(fitted.predict_proba(texts), whole, atol=1e-5)
+    assert sizes == [7] * 5 + [5]  # 40 texts: memory holds 7 texts' features at a time
+    assert fitted.score(texts, labels) == pytest.approx(
+        float(np.mean(fitted.predict(texts) == labels))
+    )

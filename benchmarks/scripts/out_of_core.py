@@ -3,6 +3,7 @@ that stays flat as the training set grows, and the same model as training in mem
 
     python benchmarks/scripts/out_of_core.py memory --n 100000,1000000
     python benchmarks/scripts/out_of_core.py fill --n 1000000
+    python benchmarks/scripts/out_of_core.py predict --n 1000000
     python benchmarks/scripts/out_of_core.py equivalence --dataset sst2 --recipes cpu \
         --cache-dir ~/.cache/llmembed/embeddings/reproduce/sst2
 
@@ -18,7 +19,9 @@ filled caches stay in ``DIR/llmembed-out-of-core`` and are reused by the next ru
 ``equivalence``: real data; each shipped recipe fits the dataset's training split in
 memory and streamed (``--seeds``), from an embedding cache that already holds its features,
 and is scored on the test split. ``fill``: how fast the cache stores ``--n`` such rows
-(``EmbeddingCache.add``, what ``cache import`` runs). Results go to ``--output`` (default
+(``EmbeddingCache.add``, what ``cache import`` runs). ``predict``: a model fitted on 100k of
+those rows predicts all ``--n``; the peak memory of that call, in chunks and in one piece.
+Results go to ``--output`` (default
 benchmarks/results/out_of_core.json), one key per experiment.
 """
 
@@ -82,6 +85,24 @@ def _child(config: dict[str, Any]) -> dict[str, Any]:
             "fit_s": round(fit_s, 1),
             "train_accuracy": round(clf.score(texts[:k], labels[:k]), 4),
         }
+    elif config["kind"] == "predict":
+        import llmembed.classifier
+
+        if config["chunk"]:
+            llmembed.classifier.PREDICT_CHUNK = config["chunk"]
+        texts = [f"doc {i}" for i in range(config["n"])]
+        labels = np.load(config["labels"])
+        clf = LLMEmbedClassifier(
+            backbones=[_spec(config["model"])], head={"fusion": "linear"},
+            train={"C": 0.1, "max_iter": 100}, lexical={"enabled": False},
+            cache_dir=config["cache_dir"], verbose=False, threads=config["threads"],
+        )  # fmt: skip
+        clf.fit(texts[:100_000], labels[:100_000])
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM: the predict's own peak
+        t0 = time.perf_counter()
+        accuracy = float(np.mean(clf.predict(texts) == labels))
+        scores = {"predict_s": round(time.perf_counter() - t0, 1), "accuracy": round(accuracy, 4),
+                  "chunk": llmembed.classifier.PREDICT_CHUNK}  # fmt: skip
     else:
         from llmembed.datasets import load_benchmark
 
@@ -202,6 +223,23 @@ def memory(ns: list[int], threads: int, work: Path) -> dict[str, Any]:
     }
 
 
+def predict(n: int, threads: int, work: Path) -> dict[str, Any]:
+    """Peak memory of ``predict`` on ``n`` cached texts, in chunks (the default) and in one
+    piece (the chunk set past ``n``: what predict did before it was chunked)."""
+    model, fingerprint, meta = _backbone(work)
+    cache_dir, labels_file = work / f"cache-{n}", work / f"labels-{n}.npy"
+    if not labels_file.exists():
+        labels, _ = _fill(cache_dir, n, fingerprint, meta)
+        np.save(labels_file, labels)
+    out: dict[str, Any] = {"rows": n}
+    for name, chunk in (("chunked", None), ("one_piece", 10 * n)):
+        config = {"kind": "predict", "n": n, "model": model, "cache_dir": str(cache_dir),
+                  "labels": str(labels_file), "chunk": chunk, "threads": threads}  # fmt: skip
+        out[name] = _run_child(config)
+        print(name, out[name], flush=True)
+    return out
+
+
 def equivalence(
     dataset: str, recipes: list[str], seeds: list[int], cache_dir: str, threads: int,
     epochs: int | None,
@@ -225,7 +263,7 @@ def equivalence(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["memory", "equivalence", "fill", "_child"])
+    p.add_argument("what", choices=["memory", "equivalence", "fill", "predict", "_child"])
     p.add_argument("config", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--n", default="100000,1000000")
     p.add_argument("--dataset", default="sst2")
@@ -240,12 +278,17 @@ def main() -> None:
     if a.what == "_child":
         print(json.dumps(_child(json.loads(a.config))))
         return
-    if a.what in ("memory", "fill"):
+    if a.what in ("memory", "fill", "predict"):
         work = a.workdir / "llmembed-out-of-core" if a.workdir else Path(tempfile.mkdtemp())
         work.mkdir(parents=True, exist_ok=True)
         ns = [int(x) for x in a.n.split(",")]
         try:
-            result = memory(ns, a.threads, work) if a.what == "memory" else fill(ns[-1], work)
+            if a.what == "memory":
+                result = memory(ns, a.threads, work)
+            elif a.what == "fill":
+                result = fill(ns[-1], work)
+            else:
+                result = predict(ns[-1], a.threads, work)
         finally:
             if not a.workdir:
                 shutil.rmtree(work, ignore_errors=True)

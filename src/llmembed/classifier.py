@@ -53,6 +53,7 @@ __all__ = ["LLMEmbedClassifier", "NotFittedError"]
 
 NOT_FITTED_MESSAGE = "This classifier is not fitted yet: call fit() or load() first"
 IN_MEMORY_SHARE = 4  # out_of_core="auto": in memory while features <= available / this
+PREDICT_CHUNK = 65_536  # texts per extraction in predict_proba (memory stays bounded)
 
 
 class NotFittedError(LLMEmbedError, sklearn.exceptions.NotFittedError):
@@ -576,16 +577,31 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities [n, n_classes], columns in ``classes_`` order (rows sum to 1;
         multi-label: one independent probability per label).
 
+        More than :data:`PREDICT_CHUNK` texts are scored that many at a time, so memory holds
+        one chunk's features, not those of every text.
         Raises NotFittedError before fit/load, LLMEmbedError for invalid texts.
         """
         self._check_fitted()
         texts = validate_texts(X, where="texts")
-        arrays = self._extract(texts, self.backbones_, self.timings_)
+        timings: dict[str, float] = {}
+        parts = [
+            self._proba(texts[s : s + PREDICT_CHUNK], timings)
+            for s in range(0, max(len(texts), 1), PREDICT_CHUNK)
+        ]
+        self.timings_.update(timings)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _proba(self, texts: list[str], timings: dict[str, float]) -> np.ndarray:
+        """predict_proba of some texts; adds their extraction / lexical seconds to timings."""
+        spent: dict[str, float] = {}
+        arrays = self._extract(texts, self.backbones_, spent)
         channel = self.lexical_
         if channel is not None:
             t0 = time.perf_counter()
             arrays.append(channel.transform(texts))
-            self.timings_["lexical"] = time.perf_counter() - t0
+            spent["lexical"] = time.perf_counter() - t0
+        for key, seconds in spent.items():
+            timings[key] = timings.get(key, 0.0) + seconds
         feats = [torch.as_tensor(f) for f in arrays]
         logits = predict_logits(self.head_, feats)
         if self.multi_label_:
