@@ -60,7 +60,8 @@ def _peak_rss_mb() -> float:
 
 
 def _child(config: dict[str, Any]) -> dict[str, Any]:
-    """One fit in this process: what ``memory`` / ``equivalence`` ask, and its peak RSS."""
+    """One run in this process, as ``memory`` / ``predict`` / ``equivalence`` ask: the fit
+    (and predict), its scores and times, and the process's peak RSS."""
     from llmembed import LLMEmbedClassifier
 
     t0 = time.perf_counter()
