@@ -377,11 +377,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         out = []
         for bb in backbones:
             t0 = time.perf_counter()
-            if cache is not None and spill is not None:
+            if cache is not None:
+                folder, over = spill if spill is not None else (None, 0)
                 out.append(
-                    cache.embed(
-                        bb, texts, progress=self.verbose, spill_dir=spill[0], spill_over=spill[1]
-                    )
+                    cache.embed(bb, texts, progress=self.verbose, spill_dir=folder, spill_over=over)
                 )
                 if self.verbose and isinstance(out[-1], FeatureFile):
                     print(
@@ -389,8 +388,6 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                         f"are streamed from {out[-1].path} (out_of_core={self.out_of_core!r})",
                         file=sys.stderr,
                     )
-            elif cache is not None:
-                out.append(cache.embed(bb, texts, progress=self.verbose))
             else:
                 out.append(bb.embed(texts, progress=self.verbose))
             if timings is not None:

@@ -554,8 +554,8 @@ def _fit_linear(
     bar = tqdm(total=len(grid) * len(splits), desc="linear head: C", disable=not progress)
     for fit, val in splits:
         params = zero
+        term = design.data_term(fit, target, objective)  # one copy of the rows for every C
         for c in grid:
-            term = design.data_term(fit, target, objective)
             params = _lbfgs(term, len(fit), params, c, config.max_iter)
             logits[c][val] = design.logits(val, params)
             starts.setdefault(c, params)
