@@ -59,6 +59,23 @@ def _peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
+def _synthetic_classifier(config: dict[str, Any], **params: Any) -> Any:
+    """The classifier ``memory`` and ``predict`` fit on the synthetic rows: linear head, one C,
+    100 L-BFGS iterations at most, no lexical channel."""
+    from llmembed import LLMEmbedClassifier
+
+    return LLMEmbedClassifier(
+        backbones=[_spec(config["model"])],
+        head={"fusion": "linear"},
+        train={"C": 0.1, "max_iter": 100},
+        lexical={"enabled": False},
+        cache_dir=config["cache_dir"],
+        verbose=False,
+        threads=config["threads"],
+        **params,
+    )
+
+
 def _child(config: dict[str, Any]) -> dict[str, Any]:
     """One run in this process, as ``memory`` / ``predict`` / ``equivalence`` ask: the fit
     (and predict), its scores and times, and the process's peak RSS."""
@@ -69,16 +86,7 @@ def _child(config: dict[str, Any]) -> dict[str, Any]:
         n = config["n"]
         texts = [f"doc {i}" for i in range(n)]
         labels = np.load(config["labels"])
-        clf = LLMEmbedClassifier(
-            backbones=[_spec(config["model"])],
-            head={"fusion": "linear"},
-            train={"C": 0.1, "max_iter": 100},
-            lexical={"enabled": False},
-            cache_dir=config["cache_dir"],
-            out_of_core=config["out_of_core"],
-            verbose=False,
-            threads=config["threads"],
-        )
+        clf = _synthetic_classifier(config, out_of_core=config["out_of_core"])
         clf.fit(texts, labels)
         fit_s = time.perf_counter() - t0
         k = min(n, 20_000)  # training rows: that the model learned the rule, in both modes
@@ -93,11 +101,7 @@ def _child(config: dict[str, Any]) -> dict[str, Any]:
             llmembed.classifier.PREDICT_CHUNK = config["chunk"]
         texts = [f"doc {i}" for i in range(config["n"])]
         labels = np.load(config["labels"])
-        clf = LLMEmbedClassifier(
-            backbones=[_spec(config["model"])], head={"fusion": "linear"},
-            train={"C": 0.1, "max_iter": 100}, lexical={"enabled": False},
-            cache_dir=config["cache_dir"], verbose=False, threads=config["threads"],
-        )  # fmt: skip
+        clf = _synthetic_classifier(config)
         clf.fit(texts[:100_000], labels[:100_000])
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM: the predict's own peak
         t0 = time.perf_counter()
