@@ -429,6 +429,39 @@ def train_head(
     return result
 
 
+GRAD_ROWS = 256  # rows per part of the linear head's gradient product (see _Affine)
+
+
+class _Affine(torch.autograd.Function):
+    """``x @ w.T + b`` for a fixed design matrix ``x`` (no gradient of its own).
+
+    Why not autograd's own: on CPU its gradient ``g.T @ x`` ([k, n] @ [n, d], k classes, n rows)
+    reaches MKL as one long reduction that runs on one thread, at a third of memory speed (SST-2,
+    60,614 x 769, two classes: 26-30 ms on 1 or 2 threads, against 6 ms for the forward
+    product). Cut into parts of :data:`GRAD_ROWS` rows, as one batched product summed over the
+    parts, it takes 10 ms on 2 threads (17.5 ms on 1), and sums in a fixed order (same result
+    every run).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.addmm(b, x, w.T)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor]:
+        (x,) = ctx.saved_tensors
+        parts = len(x) // GRAD_ROWS
+        if x.device.type != "cpu" or parts < 2:
+            return None, g.T @ x, g.sum(0)
+        split = parts * GRAD_ROWS
+        head = torch.bmm(
+            g[:split].view(parts, GRAD_ROWS, -1).transpose(1, 2),
+            x[:split].view(parts, GRAD_ROWS, -1),
+        ).sum(0)
+        return None, head + g[split:].T @ x[split:], g.sum(0)
+
+
 class _Fused:
     """The linear head's design matrix in memory: the fused features of every row."""
 
@@ -443,7 +476,7 @@ class _Fused:
         x, y = (self.x, target) if rows is None else (self.x[rows], target[rows])
 
         def term(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            loss = objective.loss(x @ w.T + b, y)
+            loss = objective.loss(_Affine.apply(x, w, b), y)
             loss.backward()
             return loss.detach()
 
@@ -478,7 +511,7 @@ class _StreamedFused:
         def term(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             total = torch.zeros(())
             for sl, x in self._blocks(rows):
-                part = objective.loss(x @ w.T + b, y[sl])
+                part = objective.loss(_Affine.apply(x, w, b), y[sl])
                 part = part * (objective.mass(y[sl]) / mass)
                 part.backward()
                 total += part.detach().cpu()
