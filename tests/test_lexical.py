@@ -11,12 +11,21 @@ import json
 import shutil
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 from sklearn.base import clone
+from sklearn.svm import LinearSVC
 
-from llmembed import ConfigError, DataError, LexicalConfig, LLMEmbedClassifier, ModelLoadError
+from llmembed import (
+    ConfigError,
+    DataError,
+    LexicalConfig,
+    LLMEmbedClassifier,
+    ModelLoadError,
+    lexical,
+)
 from llmembed.classifier import NotFittedError
 from llmembed.heads import HeadConfig
 from llmembed.lexical import LexicalChannel, head_config, output_width
@@ -110,6 +119,44 @@ def test_binary_width_and_kfold_fallback():
     channel, oof = fit_channel(small_texts, small_y)
     assert oof.shape == (len(keep), 1, 3) and np.isfinite(oof).all()
     assert channel.transform(small_texts).shape == (len(keep), 1, 3)
+
+
+def multilabel_target(y: np.ndarray) -> np.ndarray:
+    """A 0/1 matrix of 4 labels from 3 topics: one label every text has (nothing to fit)."""
+    return np.stack([y == 0, y >= 1, np.ones_like(y, dtype=bool), y == 2], axis=1).astype(int)
+
+
+@pytest.mark.parametrize("case", ["three-class", "binary", "classes-missing-from-folds", "multi"])
+def test_worker_processes_give_the_same_channel(case, monkeypatch):
+    """SVMs fitted in worker processes (n_jobs=2) give exactly the one-process channel."""
+    texts, y = topic_texts()
+    n_classes = 3
+    if case == "binary":
+        y, n_classes = (y == 0).astype(int), 2
+    elif case == "classes-missing-from-folds":
+        keep = np.r_[np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:2]]
+        texts, y = [texts[i] for i in keep], y[keep]
+    elif case == "multi":
+        y, n_classes = multilabel_target(y), 4
+    monkeypatch.setattr(lexical, "PARALLEL_CHARS", 0)  # these few texts use workers too
+    calls = []
+    real = joblib.Parallel
+    monkeypatch.setattr(joblib, "Parallel", lambda **kw: calls.append(kw) or real(**kw))
+    one = LexicalChannel(LexicalConfig(enabled=True))
+    oof_one = one.fit_transform(texts, y, n_classes, seed=1, n_jobs=1)
+    assert calls == []
+    two = LexicalChannel(LexicalConfig(enabled=True))
+    oof_two = two.fit_transform(texts, y, n_classes, seed=1, n_jobs=2)
+    assert calls == [{"n_jobs": 2, "backend": "loky"}] * 2  # the early start, then the fits
+    np.testing.assert_array_equal(oof_one, oof_two)
+    np.testing.assert_array_equal(one.coef, two.coef)
+    np.testing.assert_array_equal(one.intercept, two.intercept)
+    if case == "multi":  # one binary SVM per label that varies; the constant one scores +1
+        x = one._matrix(texts)
+        for j in (0, 1, 3):
+            svm = LinearSVC(C=0.5, dual="auto", random_state=1).fit(x, y[:, j])
+            np.testing.assert_array_equal(one.coef[j], svm.coef_[0].astype(np.float32))
+        assert one.intercept[2] == 1.0 and not one.coef[2].any()
 
 
 def test_analyzers_can_be_turned_off():

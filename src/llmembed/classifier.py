@@ -450,7 +450,13 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                     t0 = time.perf_counter()
                     channel = LexicalChannel(recipe.lexical)
                     features.append(
-                        channel.fit_transform(texts, target, len(labels), recipe.train.seed)
+                        channel.fit_transform(
+                            texts,
+                            target,
+                            len(labels),
+                            recipe.train.seed,
+                            n_jobs=torch.get_num_threads(),  # as many as torch_threads allows
+                        )
                     )
                     timings["lexical"] = time.perf_counter() - t0
                 t0 = time.perf_counter()

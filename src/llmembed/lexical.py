@@ -26,7 +26,9 @@ idf vectors, the SVM's coefficients and intercepts; written as safetensors) and 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +44,9 @@ __all__ = ["ANALYZERS", "LexicalChannel", "LexicalConfig", "head_config", "outpu
 
 ANALYZERS = ("word", "char")  # the vectorizers, in their column order in the TF-IDF matrix
 _ANALYZER_KIND = {"word": "word", "char": "char_wb"}  # names in TfidfVectorizer's terms
+# Training characters from which fit_transform(n_jobs > 1) fits its SVMs in worker processes:
+# below, a fit takes less than the workers' start (SST-2's 3.7M characters: 1.5 s a fit).
+PARALLEL_CHARS = 1_000_000
 
 
 def _check_range(name: str, value: Any) -> list[int]:
@@ -153,6 +158,24 @@ def head_config(head: HeadConfig, n_backbones: int, lexical: LexicalConfig) -> H
     return replace(head, mean_of=[*head.mean_indices, n_backbones])
 
 
+def _start_workers(n_jobs: int) -> threading.Thread:
+    """A started thread that brings up joblib's ``n_jobs`` worker processes (none for 1), so
+    that they are ready when :meth:`LexicalChannel._fit_all` needs them: starting them and
+    importing scikit-learn takes about 2 s, which would otherwise stall the fits. Join it before
+    the fits."""
+
+    def start() -> None:
+        from joblib import Parallel, delayed
+        from sklearn.svm import LinearSVC
+
+        with contextlib.suppress(Exception):  # the fits themselves report a real failure
+            Parallel(n_jobs=n_jobs, backend="loky")(delayed(LinearSVC)() for _ in range(n_jobs))
+
+    thread = threading.Thread(target=start if n_jobs > 1 else lambda: None, daemon=True)
+    thread.start()
+    return thread
+
+
 class LexicalChannel:
     """TF-IDF n-grams + LinearSVC scores, as a feature array ``[n_texts, 1, width]``.
 
@@ -203,60 +226,98 @@ class LexicalChannel:
         """Decision scores [n, width] of a linear model: x @ coef.T + intercept, float32."""
         return np.asarray(x @ coef.T, dtype=np.float32) + intercept
 
-    def _fit_rows(self, x: Any, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
-        """(coef [width, n_features], intercept [width]) of an SVM fitted on ``rows``, in the
-        global class columns (multi-label: one binary SVM per label, ``y`` a 0/1 matrix).
+    def _unfitted(self, y_rows: np.ndarray, seed: int) -> tuple[Any, np.ndarray | None]:
+        """(the unfitted scikit-learn estimator for these rows' labels, its target), or (None,
+        None) when there is nothing to fit (one class only; multi-label: no label both present
+        and absent). Multi-label: one binary SVM per label column that varies, as a
+        ``OneVsRestClassifier`` when there are several."""
+        if not self.multi_label:
+            return (self._svm(seed), y_rows) if len(np.unique(y_rows)) > 1 else (None, None)
+        varying = np.flatnonzero(y_rows.min(axis=0) != y_rows.max(axis=0))
+        if len(varying) == 0:
+            return None, None
+        if len(varying) == 1:
+            return self._svm(seed), y_rows[:, varying[0]]
+        from sklearn.multiclass import OneVsRestClassifier
 
-        A class missing from ``rows`` scores -1 (the SVM's "not this class" margin) whatever the
-        text; rows of one class only score it +1 and the others -1.
+        return OneVsRestClassifier(self._svm(seed)), y_rows[:, varying]
+
+    def _weights(self, y_rows: np.ndarray, fitted: Any, n_features: int) -> tuple[Any, Any]:
+        """(coef [width, n_features], intercept [width]) in the global class columns, from the
+        estimator :meth:`_unfitted` gave for these rows' labels, fitted (None: nothing fitted).
+
+        A class missing from the rows scores -1 (the SVM's "not this class" margin) whatever the
+        text; rows of one class only score it +1 and the others -1 (multi-label: a label all
+        rows have scores +1, one none has -1).
         """
-        if self.multi_label:
-            return self._fit_labels(x, y, rows, seed)
-        n_classes = self.n_classes or 2
-        width = output_width(n_classes)
-        present = np.unique(y[rows])
-        coef = np.zeros((width, x.shape[1]), dtype=np.float32)
+        width = y_rows.shape[1] if self.multi_label else output_width(self.n_classes or 2)
+        coef = np.zeros((width, n_features), dtype=np.float32)
         intercept = np.full(width, -1.0, dtype=np.float32)
-        if len(present) == 1:  # nothing to fit: every text looks like the one class seen
-            if n_classes == 2:
+        if self.multi_label:
+            varying = y_rows.min(axis=0) != y_rows.max(axis=0)
+            intercept[~varying & (y_rows[0] == 1)] = 1.0
+            svms = getattr(fitted, "estimators_", [fitted] if fitted is not None else [])
+            for j, svm in zip(np.flatnonzero(varying), svms):
+                coef[j], intercept[j] = svm.coef_[0], svm.intercept_[0]
+            return coef, intercept
+        present = np.unique(y_rows)
+        if fitted is None:  # every text looks like the one class seen
+            if width == 1:
                 intercept[0] = 1.0 if present[0] == 1 else -1.0
             else:
                 intercept[present[0]] = 1.0
-            return coef, intercept
-        svm = self._svm(seed).fit(x[rows], y[rows])
-        if n_classes == 2 or len(present) == n_classes:
-            return svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
-        if len(present) == 2:  # one row: positive for present[1], negative for present[0]
-            coef[present[1]], intercept[present[1]] = svm.coef_[0], svm.intercept_[0]
-            coef[present[0]], intercept[present[0]] = -svm.coef_[0], -svm.intercept_[0]
+        elif width == 1 or len(present) == width:
+            coef, intercept = fitted.coef_.astype(np.float32), fitted.intercept_.astype(np.float32)
+        elif len(present) == 2:  # one row: positive for present[1], negative for present[0]
+            coef[present[1]], intercept[present[1]] = fitted.coef_[0], fitted.intercept_[0]
+            coef[present[0]], intercept[present[0]] = -fitted.coef_[0], -fitted.intercept_[0]
         else:
-            coef[present], intercept[present] = svm.coef_, svm.intercept_
+            coef[present], intercept[present] = fitted.coef_, fitted.intercept_
         return coef, intercept
 
-    def _fit_labels(self, x: Any, y: np.ndarray, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
-        """Multi-label :meth:`_fit_rows`: a binary SVM per label column of the 0/1 matrix y; a
-        label all rows have scores +1, one none has -1."""
-        width = y.shape[1]
-        coef = np.zeros((width, x.shape[1]), dtype=np.float32)
-        intercept = np.full(width, -1.0, dtype=np.float32)
-        for j in range(width):
-            target = y[rows, j]
-            if target.min() == target.max():
-                intercept[j] = 1.0 if target[0] == 1 else -1.0
-                continue
-            svm = self._svm(seed).fit(x[rows], target)
-            coef[j], intercept[j] = svm.coef_[0], svm.intercept_[0]
-        return coef, intercept
+    def _fit_all(
+        self, x: Any, y: np.ndarray, fits: list[np.ndarray], seed: int, n_jobs: int
+    ) -> list[tuple[Any, Any]]:
+        """(coef, intercept) of :meth:`_weights` for each set of training rows in ``fits``.
+
+        With ``n_jobs`` > 1 the fits run in that many worker processes (joblib's loky):
+        liblinear draws from one process-wide random state, so fits run in threads side by side
+        give different results from run to run, while each process seeds its own at every fit
+        (the same result as one after another, exactly).
+        """
+        jobs = [(rows, *self._unfitted(y[rows], seed)) for rows in fits]
+        todo = [(rows, est, target) for rows, est, target in jobs if est is not None]
+        if n_jobs > 1 and len(todo) > 1:
+            from joblib import Parallel, delayed
+
+            done = iter(
+                Parallel(n_jobs=min(n_jobs, len(todo)), backend="loky")(  # never threads
+                    delayed(est.fit)(x[rows], target) for rows, est, target in todo
+                )
+            )
+        else:
+            done = iter(est.fit(x[rows], target) for rows, est, target in todo)
+        return [
+            self._weights(y[rows], None if est is None else next(done), x.shape[1])
+            for rows, est, _ in jobs
+        ]
 
     # -- fitting and scoring -------------------------------------------------------------------
     def fit_transform(
-        self, texts: Sequence[str], y_idx: np.ndarray, n_classes: int, seed: int = 0
+        self,
+        texts: Sequence[str],
+        y_idx: np.ndarray,
+        n_classes: int,
+        seed: int = 0,
+        n_jobs: int = 1,
     ) -> np.ndarray:
         """Fit on the training texts; returns their out-of-fold scores, float32 [n, 1, width].
 
         Takes: the training texts, their labels as integers 0..n_classes-1 (or, multi-label, a
         0/1 matrix [n, n_classes]: plain k-fold splits then), the number of classes (>= 2), and
-        the seed of the fold split and the SVM (same seed, same output).
+        the seed of the fold split and the SVM (same seed, same output), and the processes
+        that fit the SVMs side by side (used from :data:`PARALLEL_CHARS` training characters
+        on; the output does not depend on it).
         The vectorizers are fitted on all the texts; the folds are stratified
         (``StratifiedKFold``, which spreads a class rarer than ``folds`` over as many folds
         as it has texts), or plain shuffled ``KFold`` when every class is rarer than ``folds``
@@ -288,6 +349,8 @@ class LexicalChannel:
         self.n_classes = int(n_classes)
         self.multi_label = multi
         self.vectorizers, blocks = {}, []
+        n_jobs = n_jobs if sum(map(len, texts)) >= PARALLEL_CHARS else 1
+        workers = _start_workers(n_jobs)  # they start while the texts are vectorized
         for analyzer in self.config.analyzers:
             vec = self._vectorizer(analyzer)
             try:
@@ -313,11 +376,12 @@ class LexicalChannel:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
             splits = list(splitter.split(np.zeros(len(y)), None if multi else y))
-        # One fit at a time: liblinear draws from one process-wide random state, so fits run in
-        # threads side by side (1.65x faster here) give different results from run to run.
-        for train, test in splits:
-            oof[test] = self._scores(x[test], *self._fit_rows(x, y, train, seed))
-        coef, intercept = self._fit_rows(x, y, np.arange(len(y)), seed)
+        workers.join()
+        *folds, (coef, intercept) = self._fit_all(
+            x, y, [train for train, _ in splits] + [np.arange(len(y))], seed, n_jobs
+        )
+        for (_, test), weights in zip(splits, folds):
+            oof[test] = self._scores(x[test], *weights)
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)
         self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
         return oof[:, None, :]
