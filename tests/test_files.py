@@ -42,6 +42,44 @@ def test_sha256_file_memo_notices_rewrites(tmp_path: Path) -> None:
         os.chdir(cwd)
 
 
+def test_sha256_file_disk_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large files' digests outlive the process; any rewrite, even one that puts the size and
+    mtime back, is hashed again; a damaged or unwritable memo only costs a hash."""
+    memo_path = tmp_path / "memo" / "file-digests.json"
+    monkeypatch.setattr(files, "DISK_MEMO_BYTES", 4)
+    monkeypatch.setattr(files, "disk_memo_path", lambda: memo_path)
+    reads: list[str] = []
+    real = files._hash_stream
+    monkeypatch.setattr(files, "_hash_stream", lambda name: reads.append(name) or real(name))
+
+    def fresh_process_digest(path: Path) -> str:
+        files._memo_sha256.cache_clear()
+        return files.sha256_file(path)
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"first weights")
+    assert fresh_process_digest(path) == files.sha256_bytes(b"first weights")
+    assert fresh_process_digest(path) == files.sha256_bytes(b"first weights")
+    assert len(reads) == 1 and str(path) in json.loads(memo_path.read_text())
+    st = path.stat()
+    path.write_bytes(b"other weights")  # same size, mtime set back: ctime still moves
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fresh_process_digest(path) == files.sha256_bytes(b"other weights")
+    assert len(reads) == 2
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"abc")  # under DISK_MEMO_BYTES: never written to the memo
+    fresh_process_digest(small)
+    assert str(small) not in json.loads(memo_path.read_text())
+    memo_path.write_text("{not json")
+    assert fresh_process_digest(path) == files.sha256_bytes(b"other weights")
+    assert len(reads) == 4 and json.loads(memo_path.read_text())[str(path)][-1] == (
+        files.sha256_bytes(b"other weights")
+    )
+    monkeypatch.setattr(files, "disk_memo_path", lambda: tmp_path / "weights.bin" / "memo.json")
+    assert fresh_process_digest(path) == files.sha256_bytes(b"other weights")  # cannot write
+    files._memo_sha256.cache_clear()
+
+
 def test_atomic_writes(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "dir" / "out.json"  # missing folders are created
     files.atomic_write_json(target, {"b": 1, "a": [1, 2]}, indent=2)
