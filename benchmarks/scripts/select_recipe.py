@@ -49,8 +49,13 @@ def candidates() -> dict[str, tuple[list[BackboneSpec], HeadConfig, TrainConfig,
     linear = HeadConfig(fusion="linear")
     lin_train = TrainConfig()
     mlp = cpu.head
-    mpnet = cpu.backbones[2]
+    minilm, mpnet = cpu.backbones[1], cpu.backbones[2]
     return {
+        "mpnet, linear": ([mpnet], linear, lin_train, False),
+        "mpnet + lexical, linear": ([mpnet], linear, lin_train, True),
+        "minilm + lexical, linear": ([minilm], linear, lin_train, True),
+        "minilm + mpnet + lexical, linear": ([minilm, mpnet], linear, lin_train, True),
+        "eg L24 + mpnet + lexical, linear": ([eg("24"), mpnet], linear, lin_train, True),
         "eg L24, linear": ([eg("24")], linear, lin_train, False),
         "eg L20, linear": ([eg("20")], linear, lin_train, False),
         "eg L20 + lexical, linear": ([eg("20")], linear, lin_train, True),
