@@ -151,6 +151,7 @@ def test_fit_sets_only_fitted_attributes(make_clf, data24):
         "history_",
         "multi_label_",
         "recipe_",
+        "selection_",
         "temperature_",
         "thresholds_",
         "timings_",

@@ -49,6 +49,8 @@ from .training import TrainConfig, predict_logits, train_head
 if TYPE_CHECKING:
     from sklearn.utils import Tags
 
+    from .selection import Selection
+
 __all__ = ["LLMEmbedClassifier", "NotFittedError"]
 
 NOT_FITTED_MESSAGE = "This classifier is not fitted yet: call fit() or load() first"
@@ -99,8 +101,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    recipe : str, path or Recipe, default="cpu"
+    recipe : str, path, Recipe or list of them, default="cpu"
         A shipped recipe name ("cpu", "paper"), a path to a ``.toml`` recipe, or a ``Recipe``.
+        Several (a list), or "auto" (:data:`llmembed.selection.AUTO_RECIPES`: "cpu", the same
+        without its lexical channel, and with a second encoder): ``fit`` scores each by
+        ``cv``-fold cross-validation on the training texts and trains the best
+        (:mod:`llmembed.selection`; single-label targets, features in memory).
     backbones : list of BackboneSpec, dict or str, optional
         Replace the recipe's backbones (a str is a model name with default settings).
     head : HeadConfig or dict, optional
@@ -140,6 +146,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         True: always; False: never. Needs ``use_cache=True`` ("auto" stays in memory
         otherwise). Streamed training shuffles by blocks: the same model up to SGD noise (the
         linear head up to rounding).
+    cv : int, default=5
+        Folds of the cross-validation that chooses among several recipes (unused with one).
 
     Parameters are stored as given and checked by ``fit``.
 
@@ -157,6 +165,9 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         for a single-label model.
     recipe_ : Recipe
         The recipe the model was trained with (parameters applied).
+    selection_ : Selection or None
+        With several recipes: every candidate's fold accuracies and the one chosen
+        (:class:`llmembed.selection.Selection`, saved with the model); None with one recipe.
     head_ : FusionHead
         The trained head (a torch module, on CPU, in eval mode).
     history_ : list of dict
@@ -202,7 +213,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        recipe: str | os.PathLike | Recipe = "cpu",
+        recipe: str | os.PathLike | Recipe | Sequence[str | os.PathLike | Recipe] = "cpu",
         backbones: Sequence[BackboneSpec | dict | str] | None = None,
         head: HeadConfig | dict | None = None,
         train: TrainConfig | dict | None = None,
@@ -214,6 +225,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         threads: int | None = None,
         multi_label: bool | str = "auto",
         out_of_core: bool | str = "auto",
+        cv: int = 5,
     ) -> None:
         self.recipe = recipe
         self.backbones = backbones
@@ -227,6 +239,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.threads = threads
         self.multi_label = multi_label
         self.out_of_core = out_of_core
+        self.cv = cv
 
     # -- scikit-learn protocol -----------------------------------------------------------------
     def __sklearn_tags__(self) -> Tags:
@@ -279,14 +292,41 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     # -- configuration -------------------------------------------------------------------------
     def _resolved_recipe(self) -> Recipe:
-        """The recipe with the parameters applied; sets no attribute."""
-        if isinstance(self.recipe, Recipe):
-            recipe = self.recipe
-        elif isinstance(self.recipe, (str, os.PathLike)):
-            recipe = load_recipe(self.recipe)
-        else:
+        """The recipe with the parameters applied (the first candidate of several); sets no
+        attribute."""
+        return self._candidates()[0]
+
+    def _candidates(self) -> list[Recipe]:
+        """Every recipe of ``recipe`` (one, a list, or "auto"), parameters applied.
+
+        Raises: ConfigError for a value that is not a recipe or a list of them, an empty list,
+        or two candidates of one name (the selection record names them).
+        """
+        given = self.recipe
+        if isinstance(given, str) and given == "auto":
+            from .selection import AUTO_RECIPES
+
+            given = list(AUTO_RECIPES)
+        if isinstance(given, (str, os.PathLike, Recipe)):
+            given = [given]
+        if not isinstance(given, Sequence) or not given:
             raise ConfigError(
-                f"recipe must be a recipe name, a .toml path or a Recipe, not {self.recipe!r}"
+                "recipe must be a recipe name, a .toml path, a Recipe, a non-empty list of "
+                f'them or "auto", not {self.recipe!r}'
+            )
+        recipes = [self._apply(r) for r in given]
+        names = [r.name for r in recipes]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"recipe: the candidates' names must differ, got {names}")
+        return recipes
+
+    def _apply(self, recipe: str | os.PathLike | Recipe) -> Recipe:
+        """One recipe with the parameters (backbones, head, train, lexical) applied."""
+        if isinstance(recipe, (str, os.PathLike)):
+            recipe = load_recipe(recipe)
+        elif not isinstance(recipe, Recipe):
+            raise ConfigError(
+                f"recipe must be a recipe name, a .toml path or a Recipe, not {recipe!r}"
             )
         specs = recipe.backbones
         if self.backbones is not None:
@@ -437,13 +477,19 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
-        recipe = self._resolved_recipe()
-        backbones = self._backbones_for(recipe.backbones)
+        candidates = self._candidates()
         if embeddings is not None:
             self._import_embeddings(embeddings)
         timings: dict[str, float] = {}
-        with self._spill(len(backbones)) as spill:
-            features = self._extract(texts, backbones, timings, spill)
+        recipe, known, selection = candidates[0], None, None
+        if len(candidates) > 1:
+            recipe, known, selection = self._select(candidates, texts, target, multi, timings)
+        backbones = self._backbones_for(recipe.backbones)
+        with self._spill(len(backbones)) if known is None else contextlib.nullcontext() as spill:
+            if known is None:
+                features = self._extract(texts, backbones, timings, spill)
+            else:  # the chosen candidate's, extracted for the selection
+                features = list(known)
             try:
                 channel = None
                 if recipe.lexical.enabled:  # after the backbones: head.mean_of unaffected
@@ -480,6 +526,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             multi.thresholds = [float(t) for t in result.thresholds]
         self._set_target(labels, multi)
         self.recipe_ = recipe
+        self.selection_ = selection
         self.head_ = result.head
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -487,6 +534,60 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.temperature_ = result.temperature
         self.timings_ = timings
         return self
+
+    def _select(
+        self,
+        candidates: list[Recipe],
+        texts: list[str],
+        target: np.ndarray,
+        multi: MultiLabel | None,
+        timings: dict[str, float],
+    ) -> tuple[Recipe, list[np.ndarray], Selection]:
+        """(the candidate of the best ``cv``-fold accuracy, its features, the
+        :class:`~llmembed.selection.Selection`); each distinct backbone is extracted once.
+
+        Raises: ConfigError for a multi-label target, ``out_of_core=True`` or a bad ``cv``.
+        """
+        from .selection import choose, cross_validate, cv_splits, record
+
+        if multi is not None:
+            raise ConfigError(
+                'recipe selection (several recipes or "auto") takes single-label targets: give '
+                "one recipe for a multi-label model"
+            )
+        if self.out_of_core is True:
+            raise ConfigError(
+                'recipe selection (several recipes or "auto") holds the features in memory: '
+                "give one recipe to stream them (out_of_core=True)"
+            )
+        start = time.perf_counter()
+        splits = cv_splits(target, self.cv, candidates[0].train.seed)
+        n_classes = int(target.max()) + 1 if len(target) else 0
+        extracted: dict[int, np.ndarray] = {}  # by Backbone (the pool shares equal specs)
+        rows, features = [], []
+        for recipe in candidates:
+            t0 = time.perf_counter()
+            backbones = self._backbones_for(recipe.backbones)
+            missing = list({id(bb): bb for bb in backbones if id(bb) not in extracted}.values())
+            for bb, f in zip(missing, self._extract(texts, missing, timings)):
+                extracted[id(bb)] = f  # in memory: _extract without a spill folder
+            features.append([extracted[id(bb)] for bb in backbones])
+            scores = cross_validate(
+                recipe, features[-1], texts, target, n_classes, splits, torch.get_num_threads()
+            )
+            rows.append(record(recipe, scores, time.perf_counter() - t0))
+            if self.verbose:
+                print(
+                    f"llmembed: recipe {recipe.name}: {self.cv}-fold CV accuracy "
+                    f"{100 * rows[-1]['mean']:.2f} ± {100 * rows[-1]['std']:.2f}",
+                    file=sys.stderr,
+                )
+        selection = choose(self.cv, rows)
+        if self.verbose:
+            print(f"llmembed: chose recipe {selection.chosen}", file=sys.stderr)
+        timings["select"] = time.perf_counter() - start
+        best = [r.name for r in candidates].index(selection.chosen)
+        return candidates[best], features[best], selection
 
     @contextlib.contextmanager
     def _spill(self, n_backbones: int) -> Iterator[tuple[Path, int] | None]:
@@ -711,6 +812,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             val_metrics=modelcard.summary_metrics(self.val_metrics_),
             temperature=self.temperature_,
             multi_label=self.__dict__.get("_multi"),
+            selection=self.__dict__.get("selection_"),
         )
         state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
         channel = self.lexical_
@@ -762,6 +864,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         clf._lexical = channel
         clf._set_target(np.asarray(saved.classes), saved.multi_label)
         clf.recipe_ = saved.recipe
+        clf.selection_ = saved.selection
         clf.head_ = head
         clf.history_ = []
         clf.best_epoch_ = saved.best_epoch

@@ -232,7 +232,11 @@ def train(
         "llmembed-model"
     ),
     recipe: Annotated[
-        str, typer.Option(help="Shipped recipe name (cpu, paper) or .toml path.")
+        str,
+        typer.Option(
+            help="Shipped recipe name (cpu, paper) or .toml path; several, comma-separated, or "
+            "'auto': the best by 5-fold cross-validation on the training texts is trained."
+        ),
     ] = "cpu",
     dataset: Annotated[
         str | None,
@@ -295,8 +299,9 @@ def train(
             raise LLMEmbedError("Give a training file or --dataset NAME")
         if test_file is not None:
             test = read_table(test_file, text_col, label_col, sep)
+        several = "," in recipe and not Path(recipe).exists()
         clf = LLMEmbedClassifier(
-            recipe=recipe,
+            recipe=[r.strip() for r in recipe.split(",")] if several else recipe,
             cache_dir=cache_dir,
             device=device,
             verbose=not quiet,
@@ -313,6 +318,11 @@ def train(
             "validation": summary_metrics(clf.val_metrics_),  # class indices: no confusion
             "timings_s": clf.timings_,
         }
+        if clf.selection_ is not None:
+            report["selection"] = clf.selection_.to_dict()
+            console.print(f"recipe chosen by {clf.selection_.folds}-fold cross-validation:")
+            for line in clf.selection_.lines():
+                console.print(f"  {line}")
         console.print(f"saved model to {out} (best epoch {clf.best_epoch_})")
         if clf.val_metrics_:
             console.print(f"validation: {_summary(clf.val_metrics_)}")

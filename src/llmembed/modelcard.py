@@ -36,6 +36,9 @@ out of it because vocabularies run to hundreds of thousands of n-grams.
 * ``multi_label`` (object, multi-label models only): ``thresholds`` (one per class, in (0, 1)),
   ``at_least_one`` (bool: a text always gets its most probable label) and ``form`` ("sets" or
   "indicator": how ``predict`` answers); see :mod:`llmembed.multilabel`. Absent: single-label.
+* ``selection`` (object, only for a model whose recipe was chosen among several): ``folds``,
+  ``chosen`` (the recipe trained) and ``candidates`` (per candidate: ``recipe``, ``scores`` of
+  the folds, ``mean``, ``std``, ``seconds``); see :class:`llmembed.selection.Selection`.
 
 Every malformed folder is refused with one :class:`~llmembed.errors.ModelLoadError` line that
 names the file and the field.
@@ -55,12 +58,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import is_int
-from .errors import LLMEmbedError, ModelLoadError
+from .errors import ConfigError, LLMEmbedError, ModelLoadError
 from .files import atomic_path, atomic_write_text
 from .heads import FusionHead, HeadConfig
 from .lexical import LexicalChannel, LexicalConfig, head_config, output_width
 from .multilabel import FORMS, MultiLabel
 from .recipes import Recipe
+from .selection import Selection
 from .training import TrainConfig
 
 if TYPE_CHECKING:
@@ -167,6 +171,7 @@ class SavedModel:
     val_metrics: dict[str, Any] | None = None
     temperature: float = 1.0
     multi_label: MultiLabel | None = None
+    selection: Selection | None = None
 
     @property
     def head_shapes(self) -> list[tuple[int, int]]:
@@ -196,6 +201,7 @@ class SavedModel:
             "val_metrics": self.val_metrics,
             "temperature": self.temperature,
             **({"multi_label": self.multi_label.to_dict()} if self.multi_label else {}),
+            **({"selection": self.selection.to_dict()} if self.selection else {}),
         }
 
 
@@ -334,6 +340,18 @@ def _probability_line(saved: SavedModel) -> str:
     )
 
 
+def _selection_lines(saved: SavedModel) -> list[str]:
+    """The model card's lines on how the recipe was chosen (none for a single recipe)."""
+    sel = saved.selection
+    if sel is None:
+        return []
+    return [
+        f"- recipe chosen among {len(sel.candidates)} by {sel.folds}-fold cross-validation "
+        "on the training texts (accuracy, mean ± std over the folds):",
+        *(f"  - {line}" for line in sel.lines()),
+    ]
+
+
 def render_card(saved: SavedModel) -> str:
     """The model card (README.md) of a saved model: what it is, how it was made, how to load it.
 
@@ -418,6 +436,7 @@ def render_card(saved: SavedModel) -> str:
             f"- validation: {metrics}",
             _probability_line(saved),
             *lexical_lines,
+            *_selection_lines(saved),
             "",
             "## Backbones",
             "",
@@ -544,6 +563,21 @@ def _temperature(file: Path, data: dict[str, Any]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise _bad(file, "temperature", f"expected a positive number, got {_short(value)}")
     return float(value)
+
+
+def _selection(file: Path, data: dict[str, Any], recipe: Recipe) -> Selection | None:
+    """The recipe selection record, or None (a model trained from one recipe)."""
+    if data.get("selection") is None:
+        return None
+    try:
+        selection = Selection.from_dict(data["selection"])
+    except ConfigError as e:
+        raise _bad(file, "selection", str(e)) from None
+    if selection.chosen != recipe.name:
+        raise _bad(
+            file, "selection.chosen", f"{selection.chosen!r} is not the recipe {recipe.name!r}"
+        )
+    return selection
 
 
 def _multi_label(file: Path, data: dict[str, Any], n_classes: int) -> MultiLabel | None:
@@ -772,6 +806,7 @@ def read_saved_model(folder: str | Path) -> SavedModel:
         val_metrics=summary_metrics(val),
         temperature=_temperature(file, data),
         multi_label=_multi_label(file, data, len(classes)),
+        selection=_selection(file, data, recipe),
     )
 
 
