@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from sklearn.model_selection import StratifiedKFold
 
 from llmembed.backbones import BackboneSpec
 from llmembed.cache import default_cache_dir
 from llmembed.heads import HeadConfig
-from llmembed.lexical import LexicalChannel, LexicalConfig, head_config
-from llmembed.recipes import load_recipe
-from llmembed.training import TrainConfig, predict_logits, train_head
+from llmembed.lexical import LexicalConfig
+from llmembed.recipes import Recipe, load_recipe
+from llmembed.selection import cross_validate, cv_splits
+from llmembed.training import TrainConfig
 from llmembed_bench.features import FeatureStore
 from llmembed_bench.tasks import load_task
 
@@ -72,6 +71,7 @@ def candidates() -> dict[str, tuple[list[BackboneSpec], HeadConfig, TrainConfig,
 
 
 def cv_score(
+    specs: list[BackboneSpec],
     feats: list[np.ndarray],
     texts: list[str],
     y: np.ndarray,
@@ -81,20 +81,10 @@ def cv_score(
     lexical: bool,
     folds: int,
 ) -> list[float]:
-    """Accuracy of each of `folds` stratified folds (seed 0)."""
-    scores = []
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=0)
-    for fit, val in splitter.split(y, y):
-        f_fit, f_val = [f[fit] for f in feats], [f[val] for f in feats]
-        if lexical:
-            channel = LexicalChannel(LexicalConfig(enabled=True))
-            f_fit.append(channel.fit_transform([texts[i] for i in fit], y[fit], n_classes, 0))
-            f_val.append(channel.transform([texts[i] for i in val]))
-        cfg = head_config(head, len(feats), LexicalConfig(enabled=lexical))
-        res = train_head(f_fit, y[fit], n_classes, cfg, train, progress=False)
-        pred = predict_logits(res.head, [torch.as_tensor(f) for f in f_val]).argmax(1).numpy()
-        scores.append(float((pred == y[val]).mean()))
-    return scores
+    """Accuracy of each of `folds` stratified folds (seed 0), by the product's own
+    cross-validation (what recipe="auto" runs)."""
+    recipe = Recipe("candidate", specs, head, train, lexical=LexicalConfig(enabled=lexical))
+    return cross_validate(recipe, feats, texts, y, n_classes, cv_splits(y, folds, 0))
 
 
 def main() -> None:
@@ -118,7 +108,9 @@ def main() -> None:
                 continue
             feats = [store.get(s)[tr] for s in specs]
             t0 = time.perf_counter()
-            scores = cv_score(feats, texts, y, len(task.classes), head, train, lexical, args.folds)
+            scores = cv_score(
+                specs, feats, texts, y, len(task.classes), head, train, lexical, args.folds
+            )
             row = {
                 "dataset": name,
                 "candidate": cand,

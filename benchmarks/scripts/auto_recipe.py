@@ -1,0 +1,69 @@
+"""recipe="auto" on the benchmarks: what cross-validation on train chooses, and what it scores.
+
+    LLMEMBED_DATA=../shared/datasets python benchmarks/scripts/auto_recipe.py \
+        --datasets sst2,mr,r8,r52 -o benchmarks/results/auto_recipe.json
+
+Per dataset (its training split, features from the reproduce cache of its group: run
+``llmembed-bench reproduce`` first), fits ``LLMEmbedClassifier(recipe="auto")`` through the
+public API and records the candidates' 5-fold CV accuracies, the recipe chosen, the fit time
+and its test accuracy. For the report only (never for the choice), each candidate is also
+fitted alone on the whole training split and scored on test, so the table shows whether the
+cross-validated ordering holds on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from llmembed import LLMEmbedClassifier
+from llmembed.cache import default_cache_dir
+from llmembed.datasets import load_benchmark
+from llmembed.selection import AUTO_RECIPES
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="sst2,mr,r8,r52")
+    ap.add_argument("--cv", type=int, default=5)
+    ap.add_argument("-o", "--output", default=None)
+    args = ap.parse_args()
+    out = {}
+    for name in args.datasets.split(","):
+        ds = load_benchmark(name)
+        group = "reuters" if name in ("r8", "r52") else name
+        cache = default_cache_dir() / "reproduce" / group
+        train, labels = list(ds.train_texts), list(ds.train_labels)
+        test, test_labels = list(ds.test_texts), list(ds.test_labels)
+        t0 = time.perf_counter()
+        clf = LLMEmbedClassifier(recipe="auto", cv=args.cv, cache_dir=cache, verbose=False)
+        clf.fit(train, labels)
+        fit_s = time.perf_counter() - t0
+        row = {
+            "chosen": clf.selection_.chosen,
+            "fit_seconds": round(fit_s, 1),
+            "test_accuracy": round(clf.score(test, test_labels), 4),
+            "candidates": clf.selection_.candidates,
+            "alone_test_accuracy": {},
+        }
+        for recipe in AUTO_RECIPES:  # reported, not used for the choice
+            alone = LLMEmbedClassifier(recipe=recipe, cache_dir=cache, verbose=False)
+            row["alone_test_accuracy"][recipe] = round(
+                alone.fit(train, labels).score(test, test_labels), 4
+            )
+        out[name] = row
+        cv = ", ".join(f"{c['recipe']} {100 * c['mean']:.2f}" for c in row["candidates"])
+        tests = ", ".join(f"{k} {100 * v:.2f}" for k, v in row["alone_test_accuracy"].items())
+        print(
+            f"{name}: chose {row['chosen']} (CV {cv}); test {100 * row['test_accuracy']:.2f} "
+            f"in {fit_s:.0f} s; each alone on test: {tests}",
+            flush=True,
+        )
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
