@@ -175,3 +175,32 @@ def test_texts_to_compute_are_sorted_by_length_before_chunking(tmp_path):
     lengths = [len(t.split()) for t in bb.calls]
     assert lengths == sorted(lengths, reverse=True) and sorted(bb.calls) == sorted(texts)
     np.testing.assert_array_equal(out, CountingBackbone().embed(texts))
+
+
+def test_progress_bar_counts_tokens(tmp_path, monkeypatch):
+    """The extraction bar's total is the missing texts' tokens, and it reaches it: cached texts
+    count as done, computed ones as their batches finish."""
+    import llmembed.cache as cache_module
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, **kw):
+            self.total, self.n, self.kw = total, 0, kw
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cache_module, "tqdm", Recorder)
+    texts = [" ".join(["w"] * (i % 7 + 1)) + f" {i}" for i in range(30)]
+    cache = EmbeddingCache(tmp_path, chunk_size=4)
+    cache.embed(CountingBackbone(), texts[:10])
+    cache.embed(CountingBackbone(), texts)  # 10 cached, 20 to compute
+    tokens = [len(t.split()) for t in texts]
+    assert [b.total for b in bars] == [sum(tokens[:10]), sum(tokens[10:])]
+    assert all(b.n == b.total and b.kw["unit"] == "tok" for b in bars)
+    assert bars[1].kw["desc"] == "embed counting (20 texts)"
