@@ -1,0 +1,85 @@
+"""Does averaging k fold heads lower the seed spread? (a cheap ensemble, issue #14.4)
+
+    LLMEMBED_DATA=../shared/datasets python benchmarks/scripts/fold_ensemble.py \
+        --datasets mr,r8 --seeds 0,1,2 -o benchmarks/results/fold_ensemble.json
+
+Per dataset and seed (``train.seed``: the validation split that picks C and the lexical
+channel's folds), two models of the same recipe through the public API, scored on the test split:
+
+* single: one fit on the whole training split (what ``fit`` does);
+* fold average: k fits, each on the training split minus one stratified fold (folds shuffled by
+  the seed), their ``predict_proba`` averaged on test.
+
+Features come from the reproduce cache of the dataset's group (warm). Prints mean ± std over the
+seeds of both, and writes every figure as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from llmembed import LLMEmbedClassifier
+from llmembed.cache import default_cache_dir
+from llmembed.datasets import load_benchmark
+
+
+def model(recipe: str, seed: int, cache) -> LLMEmbedClassifier:
+    """The recipe with ``train.seed`` set, reading the given cache, quiet."""
+    return LLMEmbedClassifier(recipe=recipe, train={"seed": seed}, cache_dir=cache, verbose=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="mr,r8")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--recipe", default="cpu")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("-o", "--output", default=None)
+    args = ap.parse_args()
+    out: dict[str, dict] = {}
+    for name in args.datasets.split(","):
+        ds = load_benchmark(name)
+        group = "reuters" if name in ("r8", "r52") else name
+        cache = default_cache_dir() / "reproduce" / group
+        texts, labels = list(ds.train_texts), np.asarray(ds.train_labels)
+        test, test_labels = list(ds.test_texts), np.asarray(ds.test_labels)
+        rows = []
+        for seed in map(int, args.seeds.split(",")):
+            single = model(args.recipe, seed, cache).fit(texts, labels).score(test, test_labels)
+            kfold = StratifiedKFold(args.folds, shuffle=True, random_state=seed)
+            proba, classes = 0.0, None
+            for fit, _ in kfold.split(texts, labels):
+                clf = model(args.recipe, seed, cache).fit([texts[i] for i in fit], labels[fit])
+                proba = proba + clf.predict_proba(test)
+                classes = clf.classes_
+            averaged = float((classes[np.argmax(proba, axis=1)] == test_labels).mean())
+            rows.append({"seed": seed, "single": single, "fold_average": averaged})
+            print(
+                f"{name} seed {seed}: single {100 * single:.2f}, fold average {100 * averaged:.2f}"
+            )
+        summary = {
+            k: {
+                "mean": float(np.mean([r[k] for r in rows])),
+                "std": float(np.std([r[k] for r in rows])),
+            }
+            for k in ("single", "fold_average")
+        }
+        out[name] = {"recipe": args.recipe, "folds": args.folds, "seeds": rows, **summary}
+        print(
+            f"{name}: single {100 * summary['single']['mean']:.2f} ± "
+            f"{100 * summary['single']['std']:.2f}, fold average "
+            f"{100 * summary['fold_average']['mean']:.2f} ± "
+            f"{100 * summary['fold_average']['std']:.2f}",
+            flush=True,
+        )
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
