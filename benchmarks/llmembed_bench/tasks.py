@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+
+def cache_group(name: str) -> str:
+    """A benchmark's cache group: R8 and R52 share their documents, so one cache folder."""
+    return "reuters" if name in ("r8", "r52") else name
+
+
+def reproduce_cache(name: str) -> Path:
+    """The embedding cache folder ``llmembed-bench reproduce`` fills for benchmark ``name``
+    (by default; its ``--cache-dir`` moves the root)."""
+    from llmembed.cache import default_cache_dir
+
+    return default_cache_dir() / "reproduce" / cache_group(name)
 
 
 @dataclass
@@ -28,8 +42,8 @@ class Task:
 
     @property
     def group(self) -> str:
-        """Cache group: R8 and R52 share their documents, so they share one cache folder."""
-        return "reuters" if self.name in ("r8", "r52") else self.name
+        """Cache group (:func:`cache_group`)."""
+        return cache_group(self.name)
 
     def split(self, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
         if self.folds is None:

@@ -14,13 +14,14 @@ cross-validated ordering holds on the test split.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from pathlib import Path
 
 from llmembed import LLMEmbedClassifier
-from llmembed.cache import default_cache_dir
 from llmembed.datasets import load_benchmark
 from llmembed.selection import AUTO_RECIPES
+from llmembed_bench.jsonio import write_json
+from llmembed_bench.tasks import reproduce_cache
 
 
 def main() -> None:
@@ -32,8 +33,7 @@ def main() -> None:
     out = {}
     for name in args.datasets.split(","):
         ds = load_benchmark(name)
-        group = "reuters" if name in ("r8", "r52") else name
-        cache = default_cache_dir() / "reproduce" / group
+        cache = reproduce_cache(name)
         train, labels = list(ds.train_texts), list(ds.train_labels)
         test, test_labels = list(ds.test_texts), list(ds.test_labels)
         t0 = time.perf_counter()
@@ -61,8 +61,7 @@ def main() -> None:
             flush=True,
         )
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(json.dumps(out, indent=2) + "\n")
+            write_json(Path(args.output), out)
 
 
 if __name__ == "__main__":

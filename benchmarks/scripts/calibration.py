@@ -24,9 +24,9 @@ from sklearn.model_selection import train_test_split
 
 from llmembed import LLMEmbedClassifier
 from llmembed.datasets import load_benchmark
+from llmembed_bench.tasks import cache_group
 
 REPO = Path(__file__).resolve().parents[2]
-GROUPS = {"sst2": "sst2", "mr": "mr", "agnews": "agnews", "r8": "reuters", "r52": "reuters"}
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
                 stratify=ds.test_labels,
             )  # fmt: skip
             train, test = (tr_x, tr_y), (te_x, te_y)
-        cache = a.cache_root / GROUPS[name] if a.cache_root else None
+        cache = a.cache_root / cache_group(name) if a.cache_root else None
         t0 = time.perf_counter()
         clf = LLMEmbedClassifier(recipe="cpu", cache_dir=cache, verbose=False).fit(*train)
         m = clf.evaluate(*test)

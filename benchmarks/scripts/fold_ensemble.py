@@ -17,14 +17,15 @@ seeds of both, and writes every figure as JSON.
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from llmembed import LLMEmbedClassifier
-from llmembed.cache import default_cache_dir
 from llmembed.datasets import load_benchmark
+from llmembed_bench.jsonio import write_json
+from llmembed_bench.tasks import reproduce_cache
 
 
 def model(recipe: str, seed: int, cache) -> LLMEmbedClassifier:
@@ -43,8 +44,7 @@ def main() -> None:
     out: dict[str, dict] = {}
     for name in args.datasets.split(","):
         ds = load_benchmark(name)
-        group = "reuters" if name in ("r8", "r52") else name
-        cache = default_cache_dir() / "reproduce" / group
+        cache = reproduce_cache(name)
         texts, labels = list(ds.train_texts), np.asarray(ds.train_labels)
         test, test_labels = list(ds.test_texts), np.asarray(ds.test_labels)
         rows = []
@@ -77,8 +77,7 @@ def main() -> None:
             flush=True,
         )
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(json.dumps(out, indent=2) + "\n")
+            write_json(Path(args.output), out)
 
 
 if __name__ == "__main__":

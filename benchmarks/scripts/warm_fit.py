@@ -17,10 +17,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from llmembed import LLMEmbedClassifier
-from llmembed.cache import default_cache_dir
 from llmembed.datasets import load_benchmark
+from llmembed_bench.jsonio import write_json
+from llmembed_bench.tasks import reproduce_cache
 
 
 def main() -> None:
@@ -48,10 +50,8 @@ def main() -> None:
         emit(out, args.output)
         return
     ds = load_benchmark(args.dataset)
-    group = args.group or ("reuters" if args.dataset in ("r8", "r52") else args.dataset)
-    clf = LLMEmbedClassifier(
-        recipe=args.recipe, cache_dir=default_cache_dir() / "reproduce" / group, verbose=False
-    )
+    cache = reproduce_cache(args.group or args.dataset)
+    clf = LLMEmbedClassifier(recipe=args.recipe, cache_dir=cache, verbose=False)
     t0 = time.perf_counter()
     clf.fit(list(ds.train_texts), list(ds.train_labels))
     fit = time.perf_counter() - t0
@@ -70,11 +70,9 @@ def main() -> None:
 
 def emit(out: dict, path: str | None) -> None:
     """Print ``out`` as JSON, and write it to ``path`` when given."""
-    text = json.dumps(out, indent=2)
-    print(text)
+    print(json.dumps(out, indent=2))
     if path:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_json(Path(path), out)
 
 
 if __name__ == "__main__":
