@@ -483,7 +483,9 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         timings: dict[str, float] = {}
         recipe, known, selection = candidates[0], None, None
         if len(candidates) > 1:
-            recipe, known, selection = self._select(candidates, texts, target, multi, timings)
+            recipe, known, selection = self._select(
+                candidates, texts, target, len(labels), multi, timings
+            )
         backbones = self._backbones_for(recipe.backbones)
         with self._spill(len(backbones)) if known is None else contextlib.nullcontext() as spill:
             if known is None:
@@ -540,6 +542,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         candidates: list[Recipe],
         texts: list[str],
         target: np.ndarray,
+        n_classes: int,
         multi: MultiLabel | None,
         timings: dict[str, float],
     ) -> tuple[Recipe, list[np.ndarray], Selection]:
@@ -562,7 +565,6 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             )
         start = time.perf_counter()
         splits = cv_splits(target, self.cv, candidates[0].train.seed)
-        n_classes = int(target.max()) + 1 if len(target) else 0
         extracted: dict[int, np.ndarray] = {}  # by Backbone (the pool shares equal specs)
         rows, features = [], []
         for recipe in candidates:

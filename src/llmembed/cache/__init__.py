@@ -436,8 +436,8 @@ class EmbeddingCache:
                             window = missing[start : start + self.chunk_size]
                             start += self.chunk_size
                             self._read(index, folder, window, result, used)
+                            bar.done([k for k in window if result.has(k)])
                             part = [k for k in window if not result.has(k)]
-                            bar.done([k for k in window if k not in part])
                             if part:
                                 self._compute(index, folder, backbone, part, text_of, result, bar)
                                 computed.update(part)
@@ -469,8 +469,7 @@ class EmbeddingCache:
         bar: _TokenBar,
     ) -> None:
         """Embed one chunk of missing texts, write it, index it (caller holds the lock)."""
-        texts = [text_of[k] for k in part]
-        emb = backbone.embed(texts, progress=False, on_batch=bar.counter(part))
+        emb = backbone.embed([text_of[k] for k in part], progress=False, on_batch=bar.counter(part))
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         shape = (int(emb.shape[1]), int(emb.shape[2]))
         if index.shape != shape:
