@@ -147,6 +147,7 @@ def test_fit_sets_only_fitted_attributes(make_clf, data24):
     assert public_fitted_names(clf) == [
         "best_epoch_",
         "classes_",
+        "fold_scores_",
         "head_",
         "history_",
         "multi_label_",

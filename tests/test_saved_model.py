@@ -20,6 +20,7 @@ import llmembed.zoo
 from llmembed import LLMEmbedClassifier, ModelLoadError, Recipe
 from llmembed.backbones import Backbone, BackboneSpec
 from llmembed.cli import app
+from llmembed.ensemble import Member
 from llmembed.heads import FusionHead, HeadConfig
 from llmembed.metrics import classification_metrics
 from llmembed.modelcard import (
@@ -33,6 +34,7 @@ from llmembed.modelcard import (
     render_card,
 )
 from llmembed.testing import tiny_recipe
+from llmembed.training import TrainResult
 
 runner = CliRunner()
 POS = ["good movie", "great film", "love this story", "best acting", "fun plot", "nice day"]
@@ -129,6 +131,7 @@ def test_thousand_classes_stay_small(tmp_path, tiny_bert):
     clf.classes_ = np.array([f"class-{i:04d}" for i in range(n)])
     clf.recipe_ = recipe
     clf.head_ = FusionHead([(1, 24)], n, recipe.head).eval()
+    clf._members = [Member(TrainResult(clf.head_))]
     clf.history_, clf.best_epoch_, clf.timings_, clf.temperature_ = [], 1, {}, 1.0
     rng = np.random.default_rng(0)
     clf.val_metrics_ = classification_metrics(rng.integers(0, n, 5000), rng.integers(0, n, 5000))

@@ -7,8 +7,10 @@ Per dataset and seed (``train.seed``: the validation split that picks C and the 
 channel's folds), two models of the same recipe through the public API, scored on the test split:
 
 * single: one fit on the whole training split (what ``fit`` does);
-* fold average: k fits, each on the training split minus one stratified fold (folds shuffled by
-  the seed), their ``predict_proba`` averaged on test.
+* fold average: ``ensemble=True``, k fold models, each fitted on the training split minus one
+  stratified fold (folds shuffled by the seed), their ``predict_proba`` averaged on test
+  (:mod:`llmembed.ensemble`; tests/test_ensemble.py checks that this equals k plain fits on
+  those subsets, averaged).
 
 Features come from the reproduce cache of the dataset's group (warm). Prints mean ± std over the
 seeds of both, and writes every figure as JSON.
@@ -20,7 +22,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from llmembed import LLMEmbedClassifier
 from llmembed.datasets import load_benchmark
@@ -28,9 +29,17 @@ from llmembed_bench.jsonio import write_json
 from llmembed_bench.tasks import reproduce_cache
 
 
-def model(recipe: str, seed: int, cache) -> LLMEmbedClassifier:
-    """The recipe with ``train.seed`` set, reading the given cache, quiet."""
-    return LLMEmbedClassifier(recipe=recipe, train={"seed": seed}, cache_dir=cache, verbose=False)
+def model(recipe: str, seed: int, cache, folds: int = 0) -> LLMEmbedClassifier:
+    """The recipe with ``train.seed`` set, reading the given cache, quiet; with ``folds``, an
+    ensemble of that many fold models."""
+    return LLMEmbedClassifier(
+        recipe=recipe,
+        train={"seed": seed},
+        cache_dir=cache,
+        verbose=False,
+        ensemble=folds > 0,
+        cv=max(folds, 2),
+    )
 
 
 def main() -> None:
@@ -50,13 +59,8 @@ def main() -> None:
         rows = []
         for seed in map(int, args.seeds.split(",")):
             single = model(args.recipe, seed, cache).fit(texts, labels).score(test, test_labels)
-            kfold = StratifiedKFold(args.folds, shuffle=True, random_state=seed)
-            proba, classes = 0.0, None
-            for fit, _ in kfold.split(texts, labels):
-                clf = model(args.recipe, seed, cache).fit([texts[i] for i in fit], labels[fit])
-                proba = proba + clf.predict_proba(test)
-                classes = clf.classes_
-            averaged = float((classes[np.argmax(proba, axis=1)] == test_labels).mean())
+            ensemble = model(args.recipe, seed, cache, args.folds).fit(texts, labels)
+            averaged = ensemble.score(test, test_labels)
             rows.append({"seed": seed, "single": single, "fold_average": averaged})
             print(
                 f"{name} seed {seed}: single {100 * single:.2f}, fold average {100 * averaged:.2f}"

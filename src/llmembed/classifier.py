@@ -2,10 +2,12 @@
 
 fit(texts, labels) extracts (cached) embeddings from the frozen backbones and trains the fusion
 head, with the TF-IDF lexical channel as one more input when the recipe's ``[lexical]`` table
-enables it; predict / predict_proba / score work on raw texts. save_pretrained(dir) (alias save)
-writes the head as safetensors, everything else as JSON with every backbone pinned, and a model
-card (format: :mod:`llmembed.modelcard`); from_pretrained(dir or hub repo id) (alias load)
-checks the pins and rebuilds it on any device. It follows scikit-learn's
+enables it (``ensemble=True``: one such model per cross-validation fold, their probabilities
+averaged, :mod:`llmembed.ensemble`); predict / predict_proba / score work on raw texts.
+save_pretrained(dir) (alias save) writes the head as safetensors, everything else as JSON with
+every backbone pinned, and a model card (format: :mod:`llmembed.modelcard`);
+from_pretrained(dir or hub repo id) (alias load) checks the pins and rebuilds it on any device.
+It follows scikit-learn's
 estimator contract (get_params / set_params / clone, fitted attributes set only by fit and load),
 so it works in GridSearchCV, cross_val_score and as the last step of a Pipeline. Multi-label
 targets (one label set per text, or an indicator matrix) train one sigmoid per label
@@ -35,16 +37,18 @@ from sklearn.metrics import accuracy_score
 from . import modelcard
 from .backbones import Backbone, BackboneSpec
 from .cache import EmbeddingCache, FeatureFile
+from .ensemble import Member, fit_folds, fit_member
 from .errors import ConfigError, DataError, LLMEmbedError
 from .hardware import available_memory, torch_threads
 from .heads import HeadConfig
 from .io import validate_labels, validate_texts
-from .lexical import LexicalChannel, LexicalConfig, head_config
+from .lexical import LexicalChannel, LexicalConfig
 from .metrics import calibration_metrics, classification_metrics, multilabel_metrics
 from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
 from .multilabel import MultiLabel, binarize, decide, is_label_sets, label_sets, read_target
 from .recipes import Recipe, load_recipe
-from .training import TrainConfig, predict_logits, train_head
+from .selection import choose, cv_splits, record
+from .training import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from sklearn.utils import Tags
@@ -147,7 +151,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         otherwise). Streamed training shuffles by blocks: the same model up to SGD noise (the
         linear head up to rounding).
     cv : int, default=5
-        Folds of the cross-validation that chooses among several recipes (unused with one).
+        Folds of the cross-validation that chooses among several recipes, and of the
+        ensemble (``ensemble=True``); unused otherwise.
+    ensemble : bool, default=False
+        Train ``cv`` fold models instead of one: each on the training texts outside one
+        stratified fold, scored on that fold; ``predict_proba`` averages their probabilities
+        (:mod:`llmembed.ensemble`). Costs ``cv`` times the head and lexical-channel training
+        (not the extraction); with several recipes, the chosen one's cross-validation models
+        are kept, so it costs nothing more. Single-label targets, features in memory.
 
     Parameters are stored as given and checked by ``fit``.
 
@@ -168,8 +179,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     selection_ : Selection or None
         With several recipes: every candidate's fold accuracies and the one chosen
         (:class:`llmembed.selection.Selection`, saved with the model); None with one recipe.
+    fold_scores_ : ndarray of shape (cv,) or None
+        ``ensemble=True``: each fold model's accuracy on its held-out fold (saved with the
+        model); None for a single model.
     head_ : FusionHead
-        The trained head (a torch module, on CPU, in eval mode).
+        The trained head (a torch module, on CPU, in eval mode); of an ensemble, the first
+        fold model's (``history_``, ``best_epoch_``, ``val_metrics_`` likewise).
     history_ : list of dict
         Per-epoch training loss and validation metrics (empty after ``load``).
     best_epoch_ : int
@@ -180,11 +195,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         Softmax temperature fitted on the held-out logits (``train.calibrate``; 1.0 without
         held-out rows): ``predict_proba`` is ``softmax(logits / temperature_)``, so its
         probabilities are calibrated and its argmax (the predictions) unchanged. Always 1.0
-        for a multi-label model (its thresholds are tuned instead).
+        for a multi-label model (its thresholds are tuned instead), and for an ensemble (each
+        fold model's own temperature applies before the average).
     timings_ : dict of str to float
         Seconds per stage of ``fit`` ("embed:<model>", "lexical" when the channel is on,
-        "train_head"); later ``predict`` / ``evaluate`` calls update the "embed:<model>" and
-        "lexical" entries with their own extraction / scoring time.
+        "train_head", "select" with several recipes; an ensemble's "lexical" and "train_head"
+        sum its fold models, which with several recipes are trained inside "select"); later
+        ``predict`` / ``evaluate`` calls update the "embed:<model>" and "lexical" entries with
+        their own extraction / scoring time.
     backbones_ : list of Backbone
         The frozen backbones of ``recipe_`` (read-only; built on first use, never pickled).
     lexical_ : LexicalChannel or None
@@ -226,6 +244,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         multi_label: bool | str = "auto",
         out_of_core: bool | str = "auto",
         cv: int = 5,
+        ensemble: bool = False,
     ) -> None:
         self.recipe = recipe
         self.backbones = backbones
@@ -240,6 +259,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.multi_label = multi_label
         self.out_of_core = out_of_core
         self.cv = cv
+        self.ensemble = ensemble
 
     # -- scikit-learn protocol -----------------------------------------------------------------
     def __sklearn_tags__(self) -> Tags:
@@ -478,64 +498,88 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
         candidates = self._candidates()
+        self._check_ensemble(multi)
+        if len(candidates) > 1:
+            self._check_selection(multi)
         if embeddings is not None:
             self._import_embeddings(embeddings)
         timings: dict[str, float] = {}
-        recipe, known, selection = candidates[0], None, None
+        recipe, known, selection, members = candidates[0], None, None, None
         if len(candidates) > 1:
-            recipe, known, selection = self._select(
-                candidates, texts, target, len(labels), multi, timings
+            recipe, known, selection, members = self._select(
+                candidates, texts, target, len(labels), timings
             )
         backbones = self._backbones_for(recipe.backbones)
+        n_jobs = torch.get_num_threads()  # lexical SVM processes: as many as torch_threads allows
         with self._spill(len(backbones)) if known is None else contextlib.nullcontext() as spill:
             if known is None:
                 features = self._extract(texts, backbones, timings, spill)
             else:  # the chosen candidate's, extracted for the selection
                 features = list(known)
             try:
-                channel = None
-                if recipe.lexical.enabled:  # after the backbones: head.mean_of unaffected
-                    t0 = time.perf_counter()
-                    channel = LexicalChannel(recipe.lexical)
-                    features.append(
-                        channel.fit_transform(
+                if not self.ensemble:
+                    members = [
+                        fit_member(
+                            recipe,
+                            features,
                             texts,
                             target,
                             len(labels),
-                            recipe.train.seed,
-                            n_jobs=torch.get_num_threads(),  # as many as torch_threads allows
+                            n_jobs=n_jobs,
+                            progress=self.verbose,
+                            timings=timings,
                         )
+                    ]
+                elif members is None:
+                    splits = cv_splits(target, self.cv, recipe.train.seed)
+                    members = fit_folds(
+                        recipe,
+                        features,
+                        texts,
+                        target,
+                        len(labels),
+                        splits,
+                        n_jobs=n_jobs,
+                        timings=timings,
+                        report=self.verbose,
                     )
-                    timings["lexical"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                result = train_head(
-                    features,
-                    target,
-                    len(labels),
-                    head_config(recipe.head, len(recipe.backbones), recipe.lexical),  # + lexical
-                    recipe.train,
-                    device="cpu",
-                    progress=self.verbose,
-                )
-                timings["train_head"] = time.perf_counter() - t0
             finally:  # before the spill folder goes (an open file can block that elsewhere)
                 for f in features:
                     if isinstance(f, FeatureFile):
                         f.close()
+        result = members[0].result
         self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
-        self._lexical = channel  # read as lexical_
+        self._members = members
+        self._lexical = members[0].lexical  # read as lexical_
         if multi is not None:
             multi.thresholds = [float(t) for t in result.thresholds]
         self._set_target(labels, multi)
         self.recipe_ = recipe
         self.selection_ = selection
+        self.fold_scores_ = np.array([m.score for m in members]) if self.ensemble else None
         self.head_ = result.head
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.val_metrics_ = result.val_metrics
-        self.temperature_ = result.temperature
+        self.temperature_ = result.temperature if len(members) == 1 else 1.0
         self.timings_ = timings
         return self
+
+    def _check_ensemble(self, multi: MultiLabel | None) -> None:
+        """Refuse an ``ensemble`` that is not a bool, or one with a multi-label target or
+        ``out_of_core=True`` (ConfigError)."""
+        if not isinstance(self.ensemble, bool):
+            raise ConfigError(f"ensemble must be True or False, not {self.ensemble!r}")
+        if self.ensemble and multi is not None:
+            raise ConfigError(
+                "ensemble=True takes single-label targets: set ensemble=False for a "
+                "multi-label model"
+            )
+        if self.ensemble and self.out_of_core is True:
+            raise ConfigError(
+                "ensemble=True holds the features in memory: set ensemble=False to stream them "
+                "(out_of_core=True)"
+            )
 
     def _select(
         self,
@@ -543,30 +587,19 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         texts: list[str],
         target: np.ndarray,
         n_classes: int,
-        multi: MultiLabel | None,
         timings: dict[str, float],
-    ) -> tuple[Recipe, list[np.ndarray], Selection]:
+    ) -> tuple[Recipe, list[np.ndarray], Selection, list[Member] | None]:
         """(the candidate of the best ``cv``-fold accuracy, its features, the
-        :class:`~llmembed.selection.Selection`); each distinct backbone is extracted once.
+        :class:`~llmembed.selection.Selection`, and with ``ensemble=True`` its fold models when
+        they are the ensemble's: same seed, so same folds; else None); each distinct backbone
+        is extracted once.
 
-        Raises: ConfigError for a multi-label target, ``out_of_core=True`` or a bad ``cv``.
+        Raises: ConfigError for a bad ``cv``.
         """
-        from .selection import choose, cross_validate, cv_splits, record
-
-        if multi is not None:
-            raise ConfigError(
-                'recipe selection (several recipes or "auto") takes single-label targets: give '
-                "one recipe for a multi-label model"
-            )
-        if self.out_of_core is True:
-            raise ConfigError(
-                'recipe selection (several recipes or "auto") holds the features in memory: '
-                "give one recipe to stream them (out_of_core=True)"
-            )
         start = time.perf_counter()
         splits = cv_splits(target, self.cv, candidates[0].train.seed)
         extracted: dict[int, np.ndarray] = {}  # by Backbone (the pool shares equal specs)
-        rows, features = [], []
+        rows, features, kept = [], [], None
         for recipe in candidates:
             t0 = time.perf_counter()
             backbones = self._backbones_for(recipe.backbones)
@@ -574,10 +607,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             for bb, f in zip(missing, self._extract(texts, missing, timings)):
                 extracted[id(bb)] = f  # in memory: _extract without a spill folder
             features.append([extracted[id(bb)] for bb in backbones])
-            scores = cross_validate(
+            members = fit_folds(
                 recipe, features[-1], texts, target, n_classes, splits, torch.get_num_threads()
             )
-            rows.append(record(recipe, scores, time.perf_counter() - t0))
+            rows.append(record(recipe, [m.score for m in members], time.perf_counter() - t0))
+            if self.ensemble and choose(self.cv, rows).chosen == recipe.name:
+                kept = members  # the leader's only: lexical vocabularies are large
             if self.verbose:
                 print(
                     f"llmembed: recipe {recipe.name}: {self.cv}-fold CV accuracy "
@@ -589,7 +624,23 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             print(f"llmembed: chose recipe {selection.chosen}", file=sys.stderr)
         timings["select"] = time.perf_counter() - start
         best = [r.name for r in candidates].index(selection.chosen)
-        return candidates[best], features[best], selection
+        if candidates[best].train.seed != candidates[0].train.seed:
+            kept = None  # its ensemble folds are cut by its own seed
+        return candidates[best], features[best], selection, kept
+
+    def _check_selection(self, multi: MultiLabel | None) -> None:
+        """Refuse a recipe selection with a multi-label target or ``out_of_core=True``
+        (ConfigError)."""
+        if multi is not None:
+            raise ConfigError(
+                'recipe selection (several recipes or "auto") takes single-label targets: give '
+                "one recipe for a multi-label model"
+            )
+        if self.out_of_core is True:
+            raise ConfigError(
+                'recipe selection (several recipes or "auto") holds the features in memory: '
+                "give one recipe to stream them (out_of_core=True)"
+            )
 
     @contextlib.contextmanager
     def _spill(self, n_backbones: int) -> Iterator[tuple[Path, int] | None]:
@@ -608,7 +659,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                 "out_of_core=True streams the features through the embedding cache: set "
                 "use_cache=True"
             )
-        if self.out_of_core is False or self.use_cache is not True:
+        if self.out_of_core is False or self.use_cache is not True or self.ensemble:
             yield None
             return
         over = 0
@@ -701,18 +752,16 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         """predict_proba of some texts; adds their extraction / lexical seconds to timings."""
         spent: dict[str, float] = {}
         arrays = self._extract(texts, self.backbones_, spent)
-        channel = self.lexical_
-        if channel is not None:
-            t0 = time.perf_counter()
-            arrays.append(channel.transform(texts))
-            spent["lexical"] = time.perf_counter() - t0
+        proba = 0.0
+        for member in self._members:  # one, or the fold models of an ensemble
+            logits = member.logits(arrays, texts, spent)
+            if self.multi_label_:
+                proba = proba + torch.sigmoid(logits)
+            else:
+                proba = proba + torch.softmax(logits / member.result.temperature, dim=1)
         for key, seconds in spent.items():
             timings[key] = timings.get(key, 0.0) + seconds
-        feats = [torch.as_tensor(f) for f in arrays]
-        logits = predict_logits(self.head_, feats)
-        if self.multi_label_:
-            return torch.sigmoid(logits).numpy()
-        return torch.softmax(logits / self.temperature_, dim=1).numpy()
+        return (proba / len(self._members)).numpy()
 
     def predict(self, X: Sequence[str]) -> Any:
         """Predicted labels, of the same kind as the training labels (str, int, ...).
@@ -815,13 +864,22 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             temperature=self.temperature_,
             multi_label=self.__dict__.get("_multi"),
             selection=self.__dict__.get("selection_"),
+            ensemble=self._ensemble_record(),
         )
-        state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
-        channel = self.lexical_
-        lexical = channel.state() if channel is not None else None
-        return modelcard.write_saved_model(path, saved, state, lexical=lexical)
+        state, lexical = _member_state(self._members[0])
+        folds = [_member_state(m) for m in self._members[1:]]
+        return modelcard.write_saved_model(path, saved, state, lexical=lexical, folds=folds)
 
     save = save_pretrained  # the short name, kept
+
+    def _ensemble_record(self) -> dict[str, list[float]] | None:
+        """The fold models' scores and temperatures as saved (None for a single model)."""
+        if len(self._members) < 2:
+            return None
+        return {
+            "scores": [round(float(m.score), 6) for m in self._members],
+            "temperatures": [float(m.result.temperature) for m in self._members],
+        }
 
     @classmethod
     def from_pretrained(
@@ -853,6 +911,17 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         saved = modelcard.read_saved_model(folder)
         head = modelcard.load_head(folder, saved)
         channel = modelcard.load_lexical(folder, saved)
+        ensemble = saved.ensemble
+        members = [Member(TrainResult(head, temperature=saved.temperature), channel)]
+        if ensemble:
+            members = [
+                Member(TrainResult(h, temperature=t), lex, score)
+                for (h, lex), t, score in zip(
+                    [(head, channel), *modelcard.load_fold_models(folder, saved)],
+                    ensemble["temperatures"],
+                    ensemble["scores"],
+                )
+            ]
         clf = cls(
             recipe=saved.recipe,
             cache_dir=cache_dir,
@@ -860,13 +929,17 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             device=device,
             verbose=verbose,
             threads=threads,
+            ensemble=ensemble is not None,
+            cv=len(ensemble["scores"]) if ensemble else 5,
         )
         clf._backbone_pool = {}
         clf._n_train = saved.n_train
+        clf._members = members
         clf._lexical = channel
         clf._set_target(np.asarray(saved.classes), saved.multi_label)
         clf.recipe_ = saved.recipe
         clf.selection_ = saved.selection
+        clf.fold_scores_ = np.array(ensemble["scores"]) if ensemble else None
         clf.head_ = head
         clf.history_ = []
         clf.best_epoch_ = saved.best_epoch
@@ -878,6 +951,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         return clf
 
     load = from_pretrained  # the short name, kept
+
+
+def _member_state(
+    member: Member,
+) -> tuple[dict[str, torch.Tensor], tuple[dict[str, np.ndarray], dict[str, Any]] | None]:
+    """A member's head state dict (CPU, contiguous) and lexical channel state, as saved."""
+    head = member.result.head
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    return state, member.lexical.state() if member.lexical is not None else None
 
 
 def _pinned_spec(backbone: Backbone) -> tuple[BackboneSpec, str]:

@@ -273,6 +273,14 @@ def train(
             "when they would take more than a quarter of the available memory).",
         ),
     ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Train 5 fold models (each on the texts outside one fold) and average their "
+            "probabilities: 5x the head training, steadier and usually more accurate.",
+        ),
+    ] = False,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -308,6 +316,7 @@ def train(
             threads=threads,
             multi_label=multi_label,
             out_of_core="auto" if out_of_core is None else out_of_core,
+            ensemble=ensemble,
         )
         clf.fit(texts, labels, embeddings=embeddings or None)
         clf.save(out)
@@ -323,6 +332,13 @@ def train(
             console.print(f"recipe chosen by {clf.selection_.folds}-fold cross-validation:")
             for line in clf.selection_.lines():
                 console.print(f"  {line}")
+        if clf.fold_scores_ is not None:
+            report["fold_scores"] = clf.fold_scores_.tolist()
+            scores = clf.fold_scores_
+            console.print(
+                f"ensemble of {len(scores)} fold models; held-out fold accuracy "
+                f"{100 * scores.mean():.2f} ± {100 * scores.std():.2f}"
+            )
         console.print(f"saved model to {out} (best epoch {clf.best_epoch_})")
         if clf.val_metrics_:
             console.print(f"validation: {_summary(clf.val_metrics_)}")

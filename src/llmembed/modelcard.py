@@ -10,12 +10,17 @@ A saved model is a folder (written by :meth:`LLMEmbedClassifier.save_pretrained`
     lexical.json         only with the lexical channel: ``config`` (equal to ``recipe.lexical``),
                          ``n_classes`` and ``vocabularies`` (per analyzer: n-gram -> column)
 
+    fold-<i>/            only for an ensemble of fold models (``ensemble`` below): member i's
+                         head.safetensors (and lexical files), for i = 1 .. k-1; member 0's
+                         are the files above
+
 ``llmembed.json`` is written last: a folder holding it is complete. The lexical files are kept
 out of it because vocabularies run to hundreds of thousands of n-grams.
 
-``llmembed.json`` (format 2) is a JSON object with these fields:
+``llmembed.json`` (format 3) is a JSON object with these fields:
 
-* ``format_version`` (int): 2. A folder without it is format 1 (no backbone pins).
+* ``format_version`` (int): 3 (format 2 had no ``ensemble``). A folder without it is format 1
+  (no backbone pins).
 * ``versions`` (object): ``llmembed``, ``torch``, ``transformers`` and ``python`` versions.
 * ``recipe`` (object): the recipe the head was trained with, every backbone's ``dtype``
   pinned to the one extraction resolved to at save time (``auto`` differs between machines);
@@ -39,6 +44,10 @@ out of it because vocabularies run to hundreds of thousands of n-grams.
 * ``selection`` (object, only for a model whose recipe was chosen among several): ``folds``,
   ``chosen`` (the recipe trained) and ``candidates`` (per candidate: ``recipe``, ``scores`` of
   the folds, ``mean``, ``std``, ``seconds``); see :class:`llmembed.selection.Selection`.
+* ``ensemble`` (object, only for an ensemble of k >= 2 fold models, :mod:`llmembed.ensemble`):
+  ``scores`` (each member's accuracy on its held-out fold) and ``temperatures`` (each member's
+  softmax temperature), k numbers each; ``temperature`` is then 1.0 (the averaged
+  probabilities are used as they are).
 
 Every malformed folder is refused with one :class:`~llmembed.errors.ModelLoadError` line that
 names the file and the field.
@@ -49,9 +58,11 @@ from __future__ import annotations
 import json
 import platform
 import re
+import statistics
 import types
 import typing
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +96,7 @@ __all__ = [
     "check_backbones",
     "dumps",
     "load_head",
+    "load_fold_models",
     "load_lexical",
     "package_versions",
     "read_saved_model",
@@ -94,7 +106,7 @@ __all__ = [
     "write_saved_model",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CONFIG_NAME = "llmembed.json"
 WEIGHTS_NAME = "head.safetensors"
 CARD_NAME = "README.md"
@@ -172,6 +184,7 @@ class SavedModel:
     temperature: float = 1.0
     multi_label: MultiLabel | None = None
     selection: Selection | None = None
+    ensemble: dict[str, list[float]] | None = None
 
     @property
     def head_shapes(self) -> list[tuple[int, int]]:
@@ -202,7 +215,13 @@ class SavedModel:
             "temperature": self.temperature,
             **({"multi_label": self.multi_label.to_dict()} if self.multi_label else {}),
             **({"selection": self.selection.to_dict()} if self.selection else {}),
+            **({"ensemble": self.ensemble} if self.ensemble else {}),
         }
+
+
+def fold_folder(folder: str | Path, index: int) -> Path:
+    """Where member ``index`` (>= 1) of an ensemble keeps its files in a saved-model folder."""
+    return Path(folder) / f"fold-{index}"
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -280,17 +299,45 @@ def write_saved_model(
     saved: SavedModel,
     state: dict[str, torch.Tensor],
     lexical: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+    folds: Sequence[tuple[dict[str, torch.Tensor], Any]] = (),
 ) -> Path:
-    """Write a saved-model folder: head.safetensors, the lexical files, README.md, then
-    llmembed.json (last: its presence marks a complete folder).
+    """Write a saved-model folder: head.safetensors, the lexical files, the fold models'
+    folders, README.md, then llmembed.json (last: its presence marks a complete folder).
 
     Takes: the folder (created if needed), the :class:`SavedModel`, the head's state dict
     (CPU, contiguous tensors) and, when ``saved.recipe.lexical.enabled``, the lexical channel's
     :meth:`~llmembed.lexical.LexicalChannel.state` (arrays, JSON-able dict); lexical files
-    left by an earlier model in the folder are removed when there is none.
+    left by an earlier model in the folder are removed when there is none. ``folds``: for an
+    ensemble (``saved.ensemble``), the (head state, lexical state) of members 1 .. k-1, written
+    to ``fold-<i>/`` the same way; fold folders of an earlier model are removed.
     Returns: the folder. Raises: OSError when it cannot be written; ValueError when ``lexical``
-    is given without ``recipe.lexical.enabled`` or missing with it.
+    is given without ``recipe.lexical.enabled`` or missing with it, or ``folds`` does not
+    match ``saved.ensemble``.
     """
+    import shutil
+
+    if len(folds) != (len(saved.ensemble["scores"]) - 1 if saved.ensemble else 0):
+        raise ValueError("write_saved_model: give members 1 .. k-1 of the ensemble as folds")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("fold-*"):
+        if stale.is_dir() and re.fullmatch(r"fold-\d+", stale.name):
+            shutil.rmtree(stale)
+    _write_model_files(folder, saved, state, lexical)
+    for i, (fold_state, fold_lexical) in enumerate(folds, start=1):
+        _write_model_files(fold_folder(folder, i), saved, fold_state, fold_lexical)
+    atomic_write_text(folder / CARD_NAME, render_card(saved))
+    atomic_write_text(folder / CONFIG_NAME, dumps(saved.to_dict()) + "\n")
+    return folder
+
+
+def _write_model_files(
+    folder: Path,
+    saved: SavedModel,
+    state: dict[str, torch.Tensor],
+    lexical: tuple[dict[str, np.ndarray], dict[str, Any]] | None,
+) -> None:
+    """One member's head.safetensors and lexical files (removed when it has none)."""
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file
 
@@ -299,7 +346,6 @@ def write_saved_model(
             "write_saved_model: give the lexical channel's state exactly when "
             "recipe.lexical.enabled is true"
         )
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "llmembed_format": "2"})
@@ -311,9 +357,6 @@ def write_saved_model(
     else:
         for name in (LEXICAL_WEIGHTS_NAME, LEXICAL_CONFIG_NAME):
             (folder / name).unlink(missing_ok=True)
-    atomic_write_text(folder / CARD_NAME, render_card(saved))
-    atomic_write_text(folder / CONFIG_NAME, dumps(saved.to_dict()) + "\n")
-    return folder
 
 
 # -- the model card -----------------------------------------------------------------------------
@@ -328,6 +371,12 @@ def _md(value: Any, limit: int = 60) -> str:
 def _probability_line(saved: SavedModel) -> str:
     """The model card's line on what its probabilities mean."""
     ml = saved.multi_label
+    if saved.ensemble:
+        low, high = min(saved.ensemble["temperatures"]), max(saved.ensemble["temperatures"])
+        return (
+            f"- probability calibration: each fold model's softmax temperature ({low:.3f} .. "
+            f"{high:.3f}, fitted on its held-out rows), then their probabilities averaged"
+        )
     if ml is None:
         return f"- probability calibration: softmax temperature {saved.temperature:.3f}" + (
             " (fitted on held-out rows)" if saved.temperature != 1.0 else ""
@@ -349,6 +398,19 @@ def _selection_lines(saved: SavedModel) -> list[str]:
         f"- recipe chosen among {len(sel.candidates)} by {sel.folds}-fold cross-validation "
         "on the training texts (accuracy, mean ± std over the folds):",
         *(f"  - {line}" for line in sel.lines()),
+    ]
+
+
+def _ensemble_lines(saved: SavedModel) -> list[str]:
+    """The model card's line on the fold models (none for a single model)."""
+    if not saved.ensemble:
+        return []
+    scores = saved.ensemble["scores"]
+    mean, std = sum(scores) / len(scores), statistics.pstdev(scores)
+    return [
+        f"- ensemble: {len(scores)} fold models, each trained on the texts outside one of "
+        f"{len(scores)} stratified folds (files of model i >= 1 in `fold-<i>/`), probabilities "
+        f"averaged; accuracy of each on its held-out fold: {100 * mean:.2f} ± {100 * std:.2f}",
     ]
 
 
@@ -437,6 +499,7 @@ def render_card(saved: SavedModel) -> str:
             _probability_line(saved),
             *lexical_lines,
             *_selection_lines(saved),
+            *_ensemble_lines(saved),
             "",
             "## Backbones",
             "",
@@ -578,6 +641,32 @@ def _selection(file: Path, data: dict[str, Any], recipe: Recipe) -> Selection | 
             file, "selection.chosen", f"{selection.chosen!r} is not the recipe {recipe.name!r}"
         )
     return selection
+
+
+def _ensemble(file: Path, data: dict[str, Any]) -> dict[str, list[float]] | None:
+    """The ensemble record (scores and temperatures of k >= 2 members), or None."""
+    value = data.get("ensemble")
+    if value is None:
+        return None
+    numbers = (int, float)
+    if not (
+        isinstance(value, dict)
+        and set(value) == {"scores", "temperatures"}
+        and all(isinstance(value[k], list) for k in value)
+        and len(value["scores"]) == len(value["temperatures"]) >= 2
+        and all(isinstance(v, numbers) and 0 <= v <= 1 for v in value["scores"])
+        and all(isinstance(v, numbers) and v > 0 for v in value["temperatures"])
+        and not any(isinstance(v, bool) for k in value for v in value[k])
+    ):
+        raise _bad(
+            file,
+            "ensemble",
+            "expected an object with 'scores' (accuracies in [0, 1]) and 'temperatures' "
+            f"(positive numbers), k >= 2 of each; got {_short(value)}",
+        )
+    if data.get("multi_label") is not None:
+        raise _bad(file, "ensemble", "a multi-label model cannot be an ensemble")
+    return {k: [float(v) for v in value[k]] for k in ("scores", "temperatures")}
 
 
 def _multi_label(file: Path, data: dict[str, Any], n_classes: int) -> MultiLabel | None:
@@ -807,6 +896,7 @@ def read_saved_model(folder: str | Path) -> SavedModel:
         temperature=_temperature(file, data),
         multi_label=_multi_label(file, data, len(classes)),
         selection=_selection(file, data, recipe),
+        ensemble=_ensemble(file, data),
     )
 
 
@@ -856,6 +946,22 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
             raise ModelLoadError(f"{file}: tensor '{key}' is {state[key].dtype}, not floating")
     head.load_state_dict(state)
     return head.eval()
+
+
+def load_fold_models(
+    folder: str | Path, saved: SavedModel
+) -> list[tuple[FusionHead, LexicalChannel | None]]:
+    """Members 1 .. k-1 of an ensemble, from ``fold-<i>/`` (none for a single model).
+
+    Takes: the folder and its :class:`SavedModel`. Returns: (head, lexical channel or None)
+    per member, in order. Raises: ModelLoadError as :func:`load_head` and :func:`load_lexical`
+    do, naming the member's file.
+    """
+    k = len(saved.ensemble["scores"]) if saved.ensemble else 0
+    return [
+        (load_head(fold_folder(folder, i), saved), load_lexical(fold_folder(folder, i), saved))
+        for i in range(1, k)
+    ]
 
 
 def load_lexical(folder: str | Path, saved: SavedModel) -> LexicalChannel | None:

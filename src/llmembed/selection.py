@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
+from .ensemble import fit_folds
 from .errors import ConfigError
-from .lexical import LexicalChannel, head_config
 from .recipes import Recipe
-from .training import predict_logits, train_head
 
 __all__ = ["AUTO_RECIPES", "Selection", "choose", "cross_validate", "cv_splits", "record"]
 
@@ -125,26 +123,10 @@ def cross_validate(
     Takes: the recipe (its head, train and lexical settings are used; its backbones gave
     ``features``, one array [n_texts, n_vectors, width] each), the training texts and their
     class indices 0..n_classes-1, the folds (:func:`cv_splits`), and the processes for the
-    lexical channel's SVMs. Returns: one accuracy per fold.
+    lexical channel's SVMs. Returns: one accuracy per fold (the fold members'
+    :attr:`~llmembed.ensemble.Member.score`, :func:`llmembed.ensemble.fit_folds`).
     """
-    scores = []
-    texts = list(texts)
-    for fit, held in splits:
-        f_fit = [f[fit] for f in features]
-        f_held = [f[held] for f in features]
-        if recipe.lexical.enabled:
-            channel = LexicalChannel(recipe.lexical)
-            f_fit.append(
-                channel.fit_transform(
-                    [texts[i] for i in fit], y[fit], n_classes, recipe.train.seed, n_jobs
-                )
-            )
-            f_held.append(channel.transform([texts[i] for i in held]))
-        head = head_config(recipe.head, len(recipe.backbones), recipe.lexical)
-        result = train_head(f_fit, y[fit], n_classes, head, recipe.train, progress=False)
-        logits = predict_logits(result.head, [torch.as_tensor(f) for f in f_held])
-        scores.append(float((logits.argmax(1).numpy() == y[held]).mean()))
-    return scores
+    return [m.score for m in fit_folds(recipe, features, texts, y, n_classes, splits, n_jobs)]
 
 
 def record(recipe: Recipe, scores: list[float], seconds: float) -> dict[str, Any]:
