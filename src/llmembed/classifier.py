@@ -7,11 +7,10 @@ averaged, :mod:`llmembed.ensemble`); predict / predict_proba / score work on raw
 save_pretrained(dir) (alias save) writes the head as safetensors, everything else as JSON with
 every backbone pinned, and a model card (format: :mod:`llmembed.modelcard`);
 from_pretrained(dir or hub repo id) (alias load) checks the pins and rebuilds it on any device.
-It follows scikit-learn's
-estimator contract (get_params / set_params / clone, fitted attributes set only by fit and load),
-so it works in GridSearchCV, cross_val_score and as the last step of a Pipeline. Multi-label
-targets (one label set per text, or an indicator matrix) train one sigmoid per label
-(:mod:`llmembed.multilabel`).
+It follows scikit-learn's estimator contract (get_params / set_params / clone, fitted attributes
+set only by fit and load), so it works in GridSearchCV, cross_val_score and as the last step of a
+Pipeline. Multi-label targets (one label set per text, or an indicator matrix) train one sigmoid
+per label (:mod:`llmembed.multilabel`).
 """
 
 from __future__ import annotations
