@@ -47,6 +47,7 @@ from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
 from .multilabel import MultiLabel, binarize, decide, is_label_sets, label_sets, read_target
 from .recipes import Recipe, load_recipe
 from .selection import choose, cv_splits, record
+from .splits import group_ids
 from .training import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -477,6 +478,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         y: Any,
         classes: Sequence[Any] | None = None,
         embeddings: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> LLMEmbedClassifier:
         """Extract embeddings for the texts X and train the head on labels y; returns self.
 
@@ -489,13 +491,20 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         cache first (:func:`~llmembed.distributed.import_embeddings`, one shard at a time), so
         the texts they hold are not extracted again; needs ``use_cache=True``. Features that
         do not fit in memory are streamed (``out_of_core``).
-        Raises LLMEmbedError for invalid texts, labels, recipe, parameters or embeddings
-        folders.
+        groups: one group label per text (a source document, a sentence whose phrases are all
+        in the training set, ...): every split of training keeps a group on one side (the
+        lexical channel's folds, the head's validation split, the recipe selection's and the
+        ensemble's folds), so held-out scores are not inflated by near-copies
+        (:mod:`llmembed.splits`; :func:`~llmembed.splits.phrase_groups` finds them for phrase
+        datasets such as SST-2). Not saved: prediction does not use them.
+        Raises LLMEmbedError for invalid texts, labels, groups, recipe, parameters or
+        embeddings folders.
         """
         if y is None:  # before the texts, so the message is about the missing labels
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
+        gids = None if groups is None else group_ids(groups, len(texts))
         candidates = self._candidates()
         self._check_ensemble(multi)
         if len(candidates) > 1:
@@ -506,7 +515,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         recipe, known, selection, members = candidates[0], None, None, None
         if len(candidates) > 1:
             recipe, known, selection, members = self._select(
-                candidates, texts, target, len(labels), timings
+                candidates, texts, target, len(labels), timings, gids
             )
         backbones = self._backbones_for(recipe.backbones)
         n_jobs = torch.get_num_threads()  # lexical SVM processes: as many as torch_threads allows
@@ -527,10 +536,11 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                             n_jobs=n_jobs,
                             progress=self.verbose,
                             timings=timings,
+                            groups=gids,
                         )
                     ]
                 elif members is None:
-                    splits = cv_splits(target, self.cv, recipe.train.seed)
+                    splits = cv_splits(target, self.cv, recipe.train.seed, gids)
                     members = fit_folds(
                         recipe,
                         features,
@@ -541,6 +551,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                         n_jobs=n_jobs,
                         timings=timings,
                         report=self.verbose,
+                        groups=gids,
                     )
             finally:  # before the spill folder goes (an open file can block that elsewhere)
                 for f in features:
@@ -587,6 +598,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         target: np.ndarray,
         n_classes: int,
         timings: dict[str, float],
+        groups: np.ndarray | None,
     ) -> tuple[Recipe, list[np.ndarray], Selection, list[Member] | None]:
         """(the candidate of the best ``cv``-fold accuracy, its features, the
         :class:`~llmembed.selection.Selection`, and with ``ensemble=True`` its fold models when
@@ -596,7 +608,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         Raises: ConfigError for a bad ``cv``.
         """
         start = time.perf_counter()
-        splits = cv_splits(target, self.cv, candidates[0].train.seed)
+        splits = cv_splits(target, self.cv, candidates[0].train.seed, groups)
         extracted: dict[int, np.ndarray] = {}  # by Backbone (the pool shares equal specs)
         rows, features, kept = [], [], None
         for recipe in candidates:
@@ -607,7 +619,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                 extracted[id(bb)] = f  # in memory: _extract without a spill folder
             features.append([extracted[id(bb)] for bb in backbones])
             members = fit_folds(
-                recipe, features[-1], texts, target, n_classes, splits, torch.get_num_threads()
+                recipe,
+                features[-1],
+                texts,
+                target,
+                n_classes,
+                splits,
+                torch.get_num_threads(),
+                groups=groups,
             )
             rows.append(record(recipe, [m.score for m in members], time.perf_counter() - t0))
             if self.ensemble and choose(self.cv, rows).chosen == recipe.name:

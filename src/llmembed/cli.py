@@ -281,6 +281,21 @@ def train(
             "probabilities: 5x the head training, steadier and usually more accurate.",
         ),
     ] = False,
+    group_col: Annotated[
+        str | None,
+        typer.Option(
+            help="Column of group labels (a source document, ...): every training split keeps "
+            "a group on one side, so held-out scores are not inflated by near-copies."
+        ),
+    ] = None,
+    phrase_groups: Annotated[
+        bool,
+        typer.Option(
+            "--phrase-groups",
+            help="Group each training text with the longest one that contains it (phrase "
+            "datasets such as SST-2), instead of --group-col.",
+        ),
+    ] = False,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -305,6 +320,17 @@ def train(
             texts, labels = read_table(train_file, text_col, label_col, sep)
         else:
             raise LLMEmbedError("Give a training file or --dataset NAME")
+        groups = None
+        if group_col is not None and phrase_groups:
+            raise LLMEmbedError("Give --group-col or --phrase-groups, not both")
+        if group_col is not None:
+            if train_file is None:
+                raise LLMEmbedError("--group-col reads a column of the training file")
+            groups = read_table(train_file, text_col, group_col)[1]
+        elif phrase_groups:
+            from .splits import phrase_groups as find_groups
+
+            groups = find_groups(texts)
         if test_file is not None:
             test = read_table(test_file, text_col, label_col, sep)
         several = "," in recipe and not Path(recipe).exists()
@@ -318,7 +344,7 @@ def train(
             out_of_core="auto" if out_of_core is None else out_of_core,
             ensemble=ensemble,
         )
-        clf.fit(texts, labels, embeddings=embeddings or None)
+        clf.fit(texts, labels, embeddings=embeddings or None, groups=groups)
         clf.save(out)
         report = {
             "recipe": clf.recipe_.name,

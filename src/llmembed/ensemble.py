@@ -77,14 +77,17 @@ def fit_member(
     n_jobs: int = 1,
     progress: bool = False,
     timings: dict[str, float] | None = None,
+    groups: np.ndarray | None = None,
 ) -> Member:
     """Fit the recipe's lexical channel (when on) and head on ``rows`` of the data.
 
     Takes: the recipe, its backbones' features (arrays [n, n_vectors, width], or FeatureFiles
     when ``rows`` is None), the texts and their target (class indices, or a 0/1 matrix for
     multi-label), the class count, the rows to fit on (None: all), the processes for the
-    lexical channel's SVMs, whether to show the head's progress, and a dict that gains the
-    seconds spent in "lexical" and "train_head". Returns: the :class:`Member` (no score).
+    lexical channel's SVMs, whether to show the head's progress, a dict that gains the
+    seconds spent in "lexical" and "train_head", and the texts' group ids, which the lexical
+    channel's folds and the head's validation split keep whole (:mod:`llmembed.splits`).
+    Returns: the :class:`Member` (no score).
     Raises: DataError when the lexical channel keeps no n-gram of the texts.
     """
     if rows is None:
@@ -92,11 +95,16 @@ def fit_member(
     else:
         feats = [f[rows] for f in features]
         fit_texts, target = [texts[i] for i in rows], y[rows]
+        groups = None if groups is None else np.unique(groups[rows], return_inverse=True)[1]
     channel = None
     if recipe.lexical.enabled:  # after the backbones: head.mean_of unaffected
         t0 = time.perf_counter()
         channel = LexicalChannel(recipe.lexical)
-        feats.append(channel.fit_transform(fit_texts, target, n_classes, recipe.train.seed, n_jobs))
+        feats.append(
+            channel.fit_transform(
+                fit_texts, target, n_classes, recipe.train.seed, n_jobs, groups=groups
+            )
+        )
         _add(timings, "lexical", t0)
     t0 = time.perf_counter()
     result = train_head(
@@ -107,6 +115,7 @@ def fit_member(
         recipe.train,
         device="cpu",
         progress=progress,
+        groups=groups,
     )
     _add(timings, "train_head", t0)
     return Member(result, channel)
@@ -122,6 +131,7 @@ def fit_folds(
     n_jobs: int = 1,
     timings: dict[str, float] | None = None,
     report: bool = False,
+    groups: np.ndarray | None = None,
 ) -> list[Member]:
     """One member per fold of ``splits``, fitted on its training rows and scored (accuracy) on
     its held-out rows.
@@ -133,7 +143,9 @@ def fit_folds(
     members = []
     texts = list(texts)
     for i, (fit, held) in enumerate(splits):
-        member = fit_member(recipe, features, texts, y, n_classes, fit, n_jobs, timings=timings)
+        member = fit_member(
+            recipe, features, texts, y, n_classes, fit, n_jobs, timings=timings, groups=groups
+        )
         logits = member.logits([f[held] for f in features], [texts[j] for j in held])
         member.score = float((logits.argmax(1).numpy() == y[held]).mean())
         members.append(member)

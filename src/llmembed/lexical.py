@@ -39,6 +39,7 @@ import numpy as np
 from .config import Settings, is_int
 from .errors import ConfigError, DataError
 from .heads import HeadConfig
+from .splits import group_kfold
 
 __all__ = ["ANALYZERS", "LexicalChannel", "LexicalConfig", "head_config", "output_width"]
 
@@ -310,6 +311,7 @@ class LexicalChannel:
         n_classes: int,
         seed: int = 0,
         n_jobs: int = 1,
+        groups: np.ndarray | None = None,
     ) -> np.ndarray:
         """Fit on the training texts; returns their out-of-fold scores, float32 [n, 1, width].
 
@@ -321,7 +323,10 @@ class LexicalChannel:
         The vectorizers are fitted on all the texts; the folds are stratified
         (``StratifiedKFold``, which spreads a class rarer than ``folds`` over as many folds
         as it has texts), or plain shuffled ``KFold`` when every class is rarer than ``folds``
-        (never more folds than texts). The final SVM is then fitted on all the texts.
+        (never more folds than texts). With ``groups`` (ids [n],
+        :func:`llmembed.splits.group_ids`), folds of whole groups instead
+        (:func:`llmembed.splits.group_kfold`), so a text's score never comes from an SVM that
+        saw a text of its group. The final SVM is then fitted on all the texts.
         Raises: DataError when the settings leave no n-gram (too few texts for ``min_df``).
         """
         import scipy.sparse as sp
@@ -373,9 +378,12 @@ class LexicalChannel:
         else:
             splitter = KFold(folds, shuffle=True, random_state=seed)
         oof = np.zeros((len(texts), output_width(n_classes, multi)), dtype=np.float32)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            splits = list(splitter.split(np.zeros(len(y)), None if multi else y))
+        if groups is not None:
+            splits = group_kfold(y, min(folds, int(groups.max()) + 1), seed, groups)
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                splits = list(splitter.split(np.zeros(len(y)), None if multi else y))
         workers.join()
         *folds, (coef, intercept) = self._fit_all(
             x, y, [train for train, _ in splits] + [np.arange(len(y))], seed, n_jobs

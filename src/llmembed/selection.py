@@ -25,6 +25,7 @@ import numpy as np
 from .ensemble import fit_folds
 from .errors import ConfigError
 from .recipes import Recipe
+from .splits import group_kfold
 
 __all__ = ["AUTO_RECIPES", "Selection", "choose", "cross_validate", "cv_splits", "record"]
 
@@ -91,8 +92,11 @@ class Selection:
         ]
 
 
-def cv_splits(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(training rows, held-out rows) of each fold: stratified k-fold, shuffled by ``seed``.
+def cv_splits(
+    y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, held-out rows) of each fold: stratified k-fold, shuffled by ``seed``;
+    with ``groups`` (ids, :func:`llmembed.splits.group_ids`), folds of whole groups.
 
     Raises: ConfigError when ``folds`` is not an integer >= 2 or the texts are fewer than it.
     """
@@ -104,6 +108,8 @@ def cv_splits(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np
         )
     if len(y) < folds:
         raise ConfigError(f"cv={folds} folds need at least {folds} training texts, got {len(y)}")
+    if groups is not None:
+        return group_kfold(y, folds, seed, groups)
     with warnings.catch_warnings():  # a class rarer than k: scikit-learn only warns
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
@@ -117,16 +123,19 @@ def cross_validate(
     n_classes: int,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     n_jobs: int = 1,
+    groups: np.ndarray | None = None,
 ) -> list[float]:
     """Accuracy of ``recipe`` on each held-out fold of ``splits``.
 
     Takes: the recipe (its head, train and lexical settings are used; its backbones gave
     ``features``, one array [n_texts, n_vectors, width] each), the training texts and their
     class indices 0..n_classes-1, the folds (:func:`cv_splits`), and the processes for the
-    lexical channel's SVMs. Returns: one accuracy per fold (the fold members'
+    lexical channel's SVMs, and the group ids that the lexical channel's and the head's own
+    splits keep whole (:mod:`llmembed.splits`). Returns: one accuracy per fold (the fold members'
     :attr:`~llmembed.ensemble.Member.score`, :func:`llmembed.ensemble.fit_folds`).
     """
-    return [m.score for m in fit_folds(recipe, features, texts, y, n_classes, splits, n_jobs)]
+    members = fit_folds(recipe, features, texts, y, n_classes, splits, n_jobs, groups=groups)
+    return [m.score for m in members]
 
 
 def record(recipe: Recipe, scores: list[float], seconds: float) -> dict[str, Any]:

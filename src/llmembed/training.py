@@ -34,6 +34,7 @@ from .errors import ConfigError
 from .heads import FusionHead, HeadConfig
 from .metrics import classification_metrics, multilabel_metrics
 from .multilabel import tune_thresholds
+from .splits import group_kfold, group_validation
 
 MONITORS = ("accuracy", "macro_f1", "loss")
 BLOCK_BYTES = 8 << 20  # rows read from disk at a time (features streamed from a FeatureFile)
@@ -123,12 +124,17 @@ class TrainResult:
     thresholds: np.ndarray | None = None
 
 
-def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(
+    y: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val), stratified when every class has at least 2 examples (multi-label
-    targets, a 0/1 matrix: a plain shuffled split)."""
+    targets, a 0/1 matrix: a plain shuffled split); with ``groups`` (ids, one per row), whole
+    groups (:func:`llmembed.splits.group_validation`)."""
     idx = np.arange(len(y))
     if fraction <= 0:
         return idx, idx[:0]
+    if groups is not None:
+        return group_validation(y, fraction, seed, groups)
     if y.ndim == 2:
         tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
         return np.sort(tr), np.sort(va)
@@ -318,9 +324,12 @@ def train_head(
     config: TrainConfig | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    groups: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit a FusionHead on per-backbone features [n, n_vectors, width] and labels y: integer
     class indices [n] (single-label), or a 0/1 matrix [n, n_classes] (multi-label).
+    ``groups``: group ids [n] (:func:`llmembed.splits.group_ids`), kept whole by the validation
+    split and the linear head's C folds.
 
     The MLP heads train by Adam with early stopping on the validation split; the linear head
     (fusion "linear") by L-BFGS, see :func:`_fit_linear`. Features may be numpy arrays or
@@ -334,7 +343,7 @@ def train_head(
     device = torch.device(device)
     multi = np.ndim(y) == 2
     y = np.asarray(y, dtype=np.float32 if multi else np.int64)
-    tr_idx, va_idx = split_validation(y, config.val_fraction, config.seed)
+    tr_idx, va_idx = split_validation(y, config.val_fraction, config.seed, groups)
 
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -358,7 +367,9 @@ def train_head(
     head.to(device)
     objective = _Objective(head, y, weight, config.monitor)
     if head_config.fusion == "linear":
-        result = _fit_linear(head, source, y, tr_idx, va_idx, config, objective, device, progress)
+        result = _fit_linear(
+            head, source, y, tr_idx, va_idx, config, objective, device, progress, groups
+        )
         result.seconds = time.perf_counter() - start
         return result
     target = torch.as_tensor(y, device=device)
@@ -534,6 +545,7 @@ def _fit_linear(
     objective: _Objective,
     device: torch.device,
     progress: bool,
+    groups: np.ndarray | None = None,
 ) -> TrainResult:
     """Logistic regression on the head's (fixed, standardized) features, full batch, L-BFGS
     (multinomial; one-vs-rest for multi-label targets: one sigmoid per label).
@@ -541,15 +553,17 @@ def _fit_linear(
     Each C of the grid, from the strongest regularization to the weakest (warm-started from the
     previous solution), is fitted on the training part and scored on the held-out rows: the
     validation split, or with ``C_folds`` >= 2 every row once, out of fold (stratified k-fold
-    on all rows, plain k-fold for multi-label targets: a steadier choice than one small split).
-    The best C is refitted on all rows.
+    on all rows, plain k-fold for multi-label targets: a steadier choice than one small split;
+    with ``groups``, folds of whole groups). The best C is refitted on all rows.
     One C fits all rows directly.
 
     Raises:
         ConfigError: a grid of several C but neither a validation split nor C_folds.
     """
     grid = sorted(config.C_grid)
-    if len(grid) > 1 and config.C_folds >= 2:
+    if len(grid) > 1 and config.C_folds >= 2 and groups is not None:
+        splits = group_kfold(y, config.C_folds, config.seed, groups)
+    elif len(grid) > 1 and config.C_folds >= 2:
         from sklearn.model_selection import KFold, StratifiedKFold
 
         kind = KFold if objective.multi else StratifiedKFold
