@@ -167,3 +167,28 @@ def test_cli_train_with_several_recipes(tiny_llama, tiny_bert, tmp_path):
     report = json.loads((model / "metrics.json").read_text())
     assert report["recipe"] == "lexical" and report["selection"]["chosen"] == "lexical"
     assert "<- chosen" in r.output
+    r = CliRunner().invoke(app, [*argv, "--select-budget", "0"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((model / "metrics.json").read_text())
+    assert report["selection"]["skipped"] == ["lexical"] and "skipped (the time" in r.output
+
+
+def test_the_time_budget_skips_the_later_candidates(candidates, tmp_path):
+    neural, lexical = candidates
+    texts, labels = keyword_texts(45, seed=5)
+    clf = LLMEmbedClassifier(recipe=[neural, lexical], cv=3, select_budget=0, verbose=False)
+    clf.fit(texts, labels)
+    sel = clf.selection_
+    assert [c["recipe"] for c in sel.candidates] == ["neural"] and sel.skipped == ["lexical"]
+    assert sel.chosen == "neural" and clf.recipe_.name == "neural"
+    assert sel.lines()[-1] == "lexical: skipped (the time budget was spent)"
+    folder = clf.save(tmp_path / "model")
+    assert "skipped (the time budget" in (folder / "README.md").read_text()
+    assert LLMEmbedClassifier.load(folder, verbose=False).selection_ == sel
+    roomy = LLMEmbedClassifier(recipe=[neural, lexical], cv=3, select_budget=1e6, verbose=False)
+    assert roomy.fit(texts, labels).selection_.skipped == []
+    assert "skipped" not in roomy.selection_.to_dict()
+    for bad in (-1, "10", True):
+        with pytest.raises(ConfigError, match="select_budget must be") as info:
+            LLMEmbedClassifier(recipe=[neural, lexical], select_budget=bad).fit(texts, labels)
+        assert "\n" not in str(info.value)

@@ -153,6 +153,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     cv : int, default=5
         Folds of the cross-validation that chooses among several recipes, and of the
         ensemble (``ensemble=True``); unused otherwise.
+    select_budget : float, optional
+        Seconds the recipe selection may take: candidates are scored in order while it lasts
+        (checked between candidates; the first is always scored), the rest are skipped and
+        listed in ``selection_.skipped``. None: no limit.
     ensemble : bool, default=False
         Train ``cv`` fold models instead of one: each on the training texts outside one
         stratified fold, scored on that fold; ``predict_proba`` averages their probabilities
@@ -245,6 +249,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         out_of_core: bool | str = "auto",
         cv: int = 5,
         ensemble: bool = False,
+        select_budget: float | None = None,
     ) -> None:
         self.recipe = recipe
         self.backbones = backbones
@@ -260,6 +265,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.out_of_core = out_of_core
         self.cv = cv
         self.ensemble = ensemble
+        self.select_budget = select_budget
 
     # -- scikit-learn protocol -----------------------------------------------------------------
     def __sklearn_tags__(self) -> Tags:
@@ -610,9 +616,19 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         start = time.perf_counter()
         splits = cv_splits(target, self.cv, candidates[0].train.seed, groups)
         extracted: dict[int, np.ndarray] = {}  # by Backbone (the pool shares equal specs)
-        rows, features, kept = [], [], None
+        rows, features, kept, skipped = [], [], None, []
         for recipe in candidates:
             t0 = time.perf_counter()
+            if rows and self.select_budget is not None and t0 - start > self.select_budget:
+                skipped.append(recipe.name)
+                features.append(None)
+                if self.verbose:
+                    print(
+                        f"llmembed: recipe {recipe.name} skipped: the selection's time budget "
+                        f"({self.select_budget:g} s) is spent",
+                        file=sys.stderr,
+                    )
+                continue
             backbones = self._backbones_for(recipe.backbones)
             missing = list({id(bb): bb for bb in backbones if id(bb) not in extracted}.values())
             for bb, f in zip(missing, self._extract(texts, missing, timings)):
@@ -637,7 +653,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
                     f"{100 * rows[-1]['mean']:.2f} ± {100 * rows[-1]['std']:.2f}",
                     file=sys.stderr,
                 )
-        selection = choose(self.cv, rows)
+        selection = choose(self.cv, rows, skipped)
         if self.verbose:
             print(f"llmembed: chose recipe {selection.chosen}", file=sys.stderr)
         timings["select"] = time.perf_counter() - start
@@ -647,8 +663,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         return candidates[best], features[best], selection, kept
 
     def _check_selection(self, multi: MultiLabel | None) -> None:
-        """Refuse a recipe selection with a multi-label target or ``out_of_core=True``
-        (ConfigError)."""
+        """Refuse a recipe selection with a multi-label target, ``out_of_core=True`` or a
+        ``select_budget`` that is not a number >= 0 (ConfigError)."""
+        budget = self.select_budget
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0
+        ):
+            raise ConfigError(
+                f"select_budget must be a number of seconds >= 0 or None, not {budget!r}"
+            )
         if multi is not None:
             raise ConfigError(
                 'recipe selection (several recipes or "auto") takes single-label targets: give '

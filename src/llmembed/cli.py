@@ -281,6 +281,13 @@ def train(
             "probabilities: 5x the head training, steadier and usually more accurate.",
         ),
     ] = False,
+    select_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds the recipe selection may take (several recipes or 'auto'): "
+            "candidates are scored in order until it is spent, the rest skipped.",
+        ),
+    ] = None,
     group_col: Annotated[
         str | None,
         typer.Option(
@@ -343,6 +350,7 @@ def train(
             multi_label=multi_label,
             out_of_core="auto" if out_of_core is None else out_of_core,
             ensemble=ensemble,
+            select_budget=select_budget,
         )
         clf.fit(texts, labels, embeddings=embeddings or None, groups=groups)
         clf.save(out)

@@ -43,7 +43,8 @@ out of it because vocabularies run to hundreds of thousands of n-grams.
   "indicator": how ``predict`` answers); see :mod:`llmembed.multilabel`. Absent: single-label.
 * ``selection`` (object, only for a model whose recipe was chosen among several): ``folds``,
   ``chosen`` (the recipe trained) and ``candidates`` (per candidate: ``recipe``, ``scores`` of
-  the folds, ``mean``, ``std``, ``seconds``); see :class:`llmembed.selection.Selection`.
+  the folds, ``mean``, ``std``, ``seconds``), and ``skipped`` (names left unscored by the time
+  budget) when there are any; see :class:`llmembed.selection.Selection`.
 * ``ensemble`` (object, only for an ensemble of k >= 2 fold models, :mod:`llmembed.ensemble`):
   ``scores`` (each member's accuracy on its held-out fold) and ``temperatures`` (each member's
   softmax temperature), k numbers each; ``temperature`` is then 1.0 (the averaged

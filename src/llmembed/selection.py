@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,18 +39,22 @@ class Selection:
     """The outcome of a recipe selection, as saved with the model (``selection_``).
 
     folds: the k of the k-fold cross-validation. chosen: the name of the recipe trained.
-    candidates: one dict per candidate, in the order given: ``recipe`` (its name), ``scores``
-    (accuracy of each fold), ``mean``, ``std`` and ``seconds`` (its cross-validation time,
-    extraction included).
+    candidates: one dict per candidate scored, in the order given: ``recipe`` (its name),
+    ``scores`` (accuracy of each fold), ``mean``, ``std`` and ``seconds`` (its
+    cross-validation time, extraction included). skipped: the names of the candidates left
+    unscored because the selection's time budget was spent.
     """
 
     folds: int
     chosen: str
     candidates: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object stored in ``llmembed.json`` as ``selection``."""
-        return {"folds": self.folds, "chosen": self.chosen, "candidates": self.candidates}
+        """The JSON object stored in ``llmembed.json`` as ``selection`` (``skipped`` only
+        when some were)."""
+        out = {"folds": self.folds, "chosen": self.chosen, "candidates": self.candidates}
+        return {**out, "skipped": list(self.skipped)} if self.skipped else out
 
     @classmethod
     def from_dict(cls, data: Any) -> Selection:
@@ -59,8 +63,14 @@ class Selection:
         Raises: ConfigError naming what is wrong (a missing or mistyped field, a chosen recipe
         that is not among the candidates).
         """
-        if not isinstance(data, dict) or set(data) != {"folds", "chosen", "candidates"}:
-            raise ConfigError("expected an object with 'folds', 'chosen' and 'candidates'")
+        keys = {"folds", "chosen", "candidates"}
+        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"skipped"}:
+            raise ConfigError(
+                "expected an object with 'folds', 'chosen', 'candidates' (and 'skipped')"
+            )
+        skipped = data.get("skipped", [])
+        if not isinstance(skipped, list) or not all(isinstance(s, str) for s in skipped):
+            raise ConfigError(f"'skipped' must be a list of recipe names, not {skipped!r}")
         folds, chosen, cands = data["folds"], data["chosen"], data["candidates"]
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise ConfigError(f"'folds' must be an integer >= 2, not {folds!r}")
@@ -80,7 +90,7 @@ class Selection:
             )
         if chosen not in [c["recipe"] for c in cands]:
             raise ConfigError(f"'chosen' ({chosen!r}) is not one of the candidates")
-        return cls(folds, chosen, cands)
+        return cls(folds, chosen, cands, skipped)
 
     def lines(self) -> list[str]:
         """One line per candidate: name, mean ± std of the fold accuracies, seconds, and a
@@ -89,7 +99,7 @@ class Selection:
             f"{c['recipe']}: {100 * c['mean']:.2f} ± {100 * c['std']:.2f} ({c['seconds']:.0f} s)"
             + ("  <- chosen" if c["recipe"] == self.chosen else "")
             for c in self.candidates
-        ]
+        ] + [f"{name}: skipped (the time budget was spent)" for name in self.skipped]
 
 
 def cv_splits(
@@ -149,7 +159,7 @@ def record(recipe: Recipe, scores: list[float], seconds: float) -> dict[str, Any
     }
 
 
-def choose(folds: int, candidates: list[dict[str, Any]]) -> Selection:
+def choose(folds: int, candidates: list[dict[str, Any]], skipped: Sequence[str] = ()) -> Selection:
     """The :class:`Selection` of the best mean (the earlier candidate on a tie)."""
     best = max(range(len(candidates)), key=lambda i: (candidates[i]["mean"], -i))
-    return Selection(folds, candidates[best]["recipe"], candidates)
+    return Selection(folds, candidates[best]["recipe"], candidates, list(skipped))
