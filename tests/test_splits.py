@@ -141,4 +141,4 @@ def test_cli_train_group_col(tiny_llama, tiny_bert, tmp_path):
     r = CliRunner().invoke(app, [*base, str(tmp_path / "p"), "--phrase-groups"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, [*base, str(tmp_path / "x"), "--group-col", "nope"])
-    assert r.exit_code != 0 and "no label column 'nope'" in r.output
+    assert r.exit_code != 0 and "no group column 'nope'" in r.output

@@ -333,7 +333,10 @@ def train(
         if group_col is not None:
             if train_file is None:
                 raise LLMEmbedError("--group-col reads a column of the training file")
-            groups = read_table(train_file, text_col, group_col)[1]
+            try:  # the group column is read as a label column: say which column it was
+                groups = read_table(train_file, text_col, group_col)[1]
+            except LLMEmbedError as e:
+                raise LLMEmbedError(str(e).replace("label column", "group column")) from None
         elif phrase_groups:
             from .splits import phrase_groups as find_groups
 
