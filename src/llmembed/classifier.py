@@ -952,17 +952,15 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         saved = modelcard.read_saved_model(folder)
         head = modelcard.load_head(folder, saved)
         channel = modelcard.load_lexical(folder, saved)
-        ensemble = saved.ensemble
-        members = [Member(TrainResult(head, temperature=saved.temperature), channel)]
-        if ensemble:
-            members = [
-                Member(TrainResult(h, temperature=t), lex, score)
-                for (h, lex), t, score in zip(
-                    [(head, channel), *modelcard.load_fold_models(folder, saved)],
-                    ensemble["temperatures"],
-                    ensemble["scores"],
-                )
-            ]
+        ensemble = saved.ensemble  # None: one model, with the top-level temperature
+        members = [
+            Member(TrainResult(h, temperature=t), lex, score)
+            for (h, lex), t, score in zip(
+                [(head, channel), *modelcard.load_fold_models(folder, saved)],
+                ensemble["temperatures"] if ensemble else [saved.temperature],
+                ensemble["scores"] if ensemble else [None],
+            )
+        ]
         clf = cls(
             recipe=saved.recipe,
             cache_dir=cache_dir,

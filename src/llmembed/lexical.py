@@ -372,15 +372,15 @@ class LexicalChannel:
             self.vectorizers[analyzer] = vec
         x = sp.hstack(blocks, format="csr")
         folds = min(self.config.folds, len(texts))
-        # rare classes (R52's) only make scikit-learn warn
-        if not multi and np.bincount(y, minlength=n_classes).max() >= folds:
-            splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        else:
-            splitter = KFold(folds, shuffle=True, random_state=seed)
         oof = np.zeros((len(texts), output_width(n_classes, multi)), dtype=np.float32)
         if groups is not None:
             splits = group_kfold(y, min(folds, int(groups.max()) + 1), seed, groups)
         else:
+            # rare classes (R52's) only make scikit-learn warn
+            if not multi and np.bincount(y, minlength=n_classes).max() >= folds:
+                splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            else:
+                splitter = KFold(folds, shuffle=True, random_state=seed)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "The least populated class", UserWarning)
                 splits = list(splitter.split(np.zeros(len(y)), None if multi else y))
