@@ -48,6 +48,7 @@ from .multilabel import MultiLabel, binarize, decide, is_label_sets, label_sets,
 from .recipes import Recipe, load_recipe
 from .selection import choose, cv_splits, record
 from .splits import group_ids
+from .stacking import PREFIX as STACK_PREFIX
 from .training import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -896,7 +897,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         saved = modelcard.SavedModel(
             recipe=dataclasses.replace(self.recipe_, backbones=specs),
             classes=[c.item() if hasattr(c, "item") else c for c in self.classes_],
-            shapes=list(self.head_.shapes[: len(specs)]),  # per backbone; lexical's is derived
+            shapes=self._backbone_shapes(len(specs)),
             backbones=pins,
             versions=modelcard.package_versions(),
             n_train=self.__dict__.get("_n_train"),
@@ -912,6 +913,11 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         return modelcard.write_saved_model(path, saved, state, lexical=lexical, folds=folds)
 
     save = save_pretrained  # the short name, kept
+
+    def _backbone_shapes(self, n_backbones: int) -> list[tuple[int, int]]:
+        """The backbones' feature shapes (the head's inputs derive from them)."""
+        stack = self._members[0].stack
+        return stack.shapes if stack is not None else list(self.head_.shapes[:n_backbones])
 
     def _ensemble_record(self) -> dict[str, list[float]] | None:
         """The fold models' scores and temperatures as saved (None for a single model)."""
@@ -950,13 +956,13 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         """
         folder = modelcard.resolve_folder(path, revision)
         saved = modelcard.read_saved_model(folder)
-        head = modelcard.load_head(folder, saved)
+        head, stack = modelcard.load_head(folder, saved)
         channel = modelcard.load_lexical(folder, saved)
         ensemble = saved.ensemble  # None: one model, with the top-level temperature
         members = [
-            Member(TrainResult(h, temperature=t), lex, score)
-            for (h, lex), t, score in zip(
-                [(head, channel), *modelcard.load_fold_models(folder, saved)],
+            Member(TrainResult(h, temperature=t), lex, score, stack=st)
+            for (h, lex, st), t, score in zip(
+                [(head, channel, stack), *modelcard.load_fold_models(folder, saved)],
                 ensemble["temperatures"] if ensemble else [saved.temperature],
                 ensemble["scores"] if ensemble else [None],
             )
@@ -995,9 +1001,13 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 def _member_state(
     member: Member,
 ) -> tuple[dict[str, torch.Tensor], tuple[dict[str, np.ndarray], dict[str, Any]] | None]:
-    """A member's head state dict (CPU, contiguous) and lexical channel state, as saved."""
+    """A member's head state dict (CPU, contiguous; with the stack's regressions under
+    ``stack.``) and lexical channel state, as saved."""
     head = member.result.head
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    if member.stack is not None:
+        for k, v in member.stack.state_dict().items():
+            state[STACK_PREFIX + k] = v.detach().cpu().contiguous()
     return state, member.lexical.state() if member.lexical is not None else None
 
 

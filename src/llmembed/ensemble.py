@@ -27,6 +27,7 @@ import torch
 
 from .lexical import LexicalChannel, head_config
 from .recipes import Recipe
+from .stacking import BackboneScores
 from .training import TrainResult, predict_logits, train_head
 
 __all__ = ["Member", "fit_folds", "fit_member"]
@@ -39,11 +40,13 @@ class Member:
     result: the head's :class:`~llmembed.training.TrainResult` (head, temperature, history,
     thresholds). lexical: the fitted lexical channel, None when the recipe has it off. score:
     accuracy on the held-out fold it was not trained on; None for a member fitted on every row.
+    stack: the per-backbone regressions whose scores the head fuses (``head.stack``), or None.
     """
 
     result: TrainResult
     lexical: LexicalChannel | None = None
     score: float | None = None
+    stack: BackboneScores | None = None
 
     def logits(
         self,
@@ -54,7 +57,10 @@ class Member:
         """The head's logits [n, width] for texts whose neural features (one array per
         backbone) are given; the lexical channel, when on, scores the texts (its seconds are
         added to ``timings["lexical"]``)."""
-        inputs = [torch.as_tensor(f) for f in features]
+        if self.stack is not None:
+            inputs = self.stack(features)
+        else:
+            inputs = [torch.as_tensor(f) for f in features]
         if self.lexical is not None:
             t0 = time.perf_counter()
             inputs.append(torch.as_tensor(self.lexical.transform(texts)))
@@ -85,8 +91,10 @@ def fit_member(
     when ``rows`` is None), the texts and their target (class indices, or a 0/1 matrix for
     multi-label), the class count, the rows to fit on (None: all), the processes for the
     lexical channel's SVMs, whether to show the head's progress, a dict that gains the
-    seconds spent in "lexical" and "train_head", and the texts' group ids, which the lexical
-    channel's folds and the head's validation split keep whole (:mod:`llmembed.splits`).
+    seconds spent in "stack", "lexical" and "train_head", and the texts' group ids, which the
+    lexical channel's and the stack's folds and the head's validation split keep whole
+    (:mod:`llmembed.splits`). With ``recipe.head.stack`` the head is trained on the
+    backbones' out-of-fold scores (:mod:`llmembed.stacking`), not on their vectors.
     Returns: the :class:`Member` (no score).
     Raises: DataError when the lexical channel keeps no n-gram of the texts.
     """
@@ -96,6 +104,11 @@ def fit_member(
         feats = [f[rows] for f in features]
         fit_texts, target = [texts[i] for i in rows], y[rows]
         groups = None if groups is None else np.unique(groups[rows], return_inverse=True)[1]
+    stack = None
+    if recipe.head.stack:
+        t0 = time.perf_counter()
+        stack, feats = BackboneScores.fit(feats, target, n_classes, recipe.train, groups)
+        _add(timings, "stack", t0)
     channel = None
     if recipe.lexical.enabled:  # after the backbones: head.mean_of unaffected
         t0 = time.perf_counter()
@@ -118,7 +131,7 @@ def fit_member(
         groups=groups,
     )
     _add(timings, "train_head", t0)
-    return Member(result, channel)
+    return Member(result, channel, stack=stack)
 
 
 def fit_folds(

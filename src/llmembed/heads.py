@@ -37,12 +37,16 @@ class HeadConfig(Settings):
     standardize: z-score every input dimension with training statistics (not in the paper; it
         tames the huge activations of small decoders).
     double_softmax: the published code's softmax before CrossEntropyLoss (kept for ablations).
+    stack: late fusion: each backbone's vectors are first scored by their own logistic
+        regression, out of fold on the training texts, and the head fuses those scores
+        (:mod:`llmembed.stacking`) instead of the vectors.
 
     Raises:
-        ConfigError: an unknown fusion or a non-positive proj_dim.
+        ConfigError: an unknown fusion, a non-positive proj_dim or a non-bool stack.
     """
 
     table = "head setting"
+    quiet_defaults = ("stack",)
 
     fusion: str = "cooc"
     proj_dim: int = 1024
@@ -53,10 +57,13 @@ class HeadConfig(Settings):
     dropout: float = 0.5
     standardize: bool = True
     double_softmax: bool = False
+    stack: bool = False
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
+        if not isinstance(self.stack, bool):
+            raise ConfigError(f"stack must be true or false, not {self.stack!r}")
         if self.proj_dim < 1:
             raise ConfigError("proj_dim must be positive")
         self.hidden = [int(h) for h in self.hidden]

@@ -77,6 +77,8 @@ from .lexical import LexicalChannel, LexicalConfig, head_config, output_width
 from .multilabel import FORMS, MultiLabel
 from .recipes import Recipe
 from .selection import Selection
+from .stacking import PREFIX as STACK_PREFIX
+from .stacking import BackboneScores
 from .training import TrainConfig
 
 if TYPE_CHECKING:
@@ -189,8 +191,11 @@ class SavedModel:
 
     @property
     def head_shapes(self) -> list[tuple[int, int]]:
-        """The head's input shapes: one per backbone, then (1, width) for the lexical channel."""
+        """The head's input shapes: one per backbone (its scores' (1, n_classes) with
+        ``head.stack``), then (1, width) for the lexical channel."""
         shapes = list(self.shapes)
+        if self.recipe.head.stack:
+            shapes = [(1, len(self.classes))] * len(shapes)
         if self.recipe.lexical.enabled:
             shapes.append((1, output_width(len(self.classes), self.multi_label is not None)))
         return shapes
@@ -402,6 +407,17 @@ def _selection_lines(saved: SavedModel) -> list[str]:
     ]
 
 
+def _stack_lines(saved: SavedModel) -> list[str]:
+    """The model card's line on late fusion (none without ``head.stack``)."""
+    if not saved.recipe.head.stack:
+        return []
+    return [
+        "- stacked: each backbone's vectors are scored by their own logistic regression "
+        "(out of fold in training; stored under `stack.` in the head file), and the head "
+        "fuses those scores",
+    ]
+
+
 def _ensemble_lines(saved: SavedModel) -> list[str]:
     """The model card's line on the fold models (none for a single model)."""
     if not saved.ensemble:
@@ -495,6 +511,7 @@ def render_card(saved: SavedModel) -> str:
             "",
             f"- recipe: {_md(r.name)} (fusion {head.fusion}, proj_dim {head.proj_dim}, "
             f"hidden {head.hidden}, sigma {head.sigma})",
+            *_stack_lines(saved),
             f"- data: {data}",
             f"- validation: {metrics}",
             _probability_line(saved),
@@ -901,10 +918,11 @@ def read_saved_model(folder: str | Path) -> SavedModel:
     )
 
 
-def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
+def load_head(folder: str | Path, saved: SavedModel) -> tuple[FusionHead, BackboneScores | None]:
     """Build the head of ``saved`` and load ``head.safetensors`` into it, checking every tensor.
 
-    Takes: the folder and its :class:`SavedModel`. Returns: the head (CPU, eval mode).
+    Takes: the folder and its :class:`SavedModel`. Returns: the head (CPU, eval mode) and, with
+    ``head.stack``, the per-backbone regressions stored beside it under ``stack.`` (else None).
     Raises: ModelLoadError (one line, naming the file) for a missing or corrupt file, a missing
     or extra tensor, or a tensor whose shape differs from what the recipe, shapes and classes in
     ``llmembed.json`` give (another model's head). With the lexical channel on, the head has
@@ -917,6 +935,11 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
     config = Path(folder) / CONFIG_NAME
     try:
         head = FusionHead(saved.head_shapes, len(saved.classes), saved.head_config)
+        stack = (
+            BackboneScores(saved.shapes, len(saved.classes), saved.multi_label is not None)
+            if saved.recipe.head.stack
+            else None
+        )
     except (LLMEmbedError, TypeError, ValueError, RuntimeError) as e:
         raise _bad(config, "recipe.head", f"cannot build the head ({e})") from None
     if not file.is_file():
@@ -925,7 +948,9 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
         state = load_file(str(file), device="cpu")
     except Exception as e:  # safetensors raises its own error type, or OSError
         raise ModelLoadError(_one_line(f"{file}: not a valid safetensors file ({e})")) from None
-    expected = head.state_dict()
+    expected = dict(head.state_dict())
+    if stack is not None:
+        expected.update({STACK_PREFIX + k: v for k, v in stack.state_dict().items()})
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -945,24 +970,29 @@ def load_head(folder: str | Path, saved: SavedModel) -> FusionHead:
             )
         if not state[key].is_floating_point():
             raise ModelLoadError(f"{file}: tensor '{key}' is {state[key].dtype}, not floating")
-    head.load_state_dict(state)
-    return head.eval()
+    head.load_state_dict({k: v for k, v in state.items() if not k.startswith(STACK_PREFIX)})
+    if stack is not None:
+        n = len(STACK_PREFIX)
+        stack.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(STACK_PREFIX)})
+        stack.eval()
+    return head.eval(), stack
 
 
 def load_fold_models(
     folder: str | Path, saved: SavedModel
-) -> list[tuple[FusionHead, LexicalChannel | None]]:
+) -> list[tuple[FusionHead, LexicalChannel | None, BackboneScores | None]]:
     """Members 1 .. k-1 of an ensemble, from ``fold-<i>/`` (none for a single model).
 
-    Takes: the folder and its :class:`SavedModel`. Returns: (head, lexical channel or None)
-    per member, in order. Raises: ModelLoadError as :func:`load_head` and :func:`load_lexical`
-    do, naming the member's file.
+    Takes: the folder and its :class:`SavedModel`. Returns: (head, lexical channel or None,
+    stack or None) per member, in order. Raises: ModelLoadError as :func:`load_head` and
+    :func:`load_lexical` do, naming the member's file.
     """
     k = len(saved.ensemble["scores"]) if saved.ensemble else 0
-    return [
-        (load_head(fold_folder(folder, i), saved), load_lexical(fold_folder(folder, i), saved))
-        for i in range(1, k)
-    ]
+    models = []
+    for i in range(1, k):
+        head, stack = load_head(fold_folder(folder, i), saved)
+        models.append((head, load_lexical(fold_folder(folder, i), saved), stack))
+    return models
 
 
 def load_lexical(folder: str | Path, saved: SavedModel) -> LexicalChannel | None:

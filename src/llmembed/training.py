@@ -57,7 +57,8 @@ class TrainConfig(Settings):
         training part, the best on the validation split wins and is refitted on all the data.
     max_iter: L-BFGS iterations per fit of the linear head.
     C_folds: 0 chooses the linear head's C on the validation split; k >= 2 by stratified
-        k-fold cross-validation over all training rows instead (k times the cost, steadier).
+        k-fold cross-validation over all training rows instead (k times the cost, steadier;
+        with a single C, its k out-of-fold fits still give the held-out logits).
     calibrate: fit a softmax temperature on the held-out logits (the validation split, or
         the linear head's out-of-fold rows) so that probabilities match accuracy (temperature
         scaling, Guo et al. 2017); predictions, and so accuracy, do not change. Without
@@ -113,7 +114,10 @@ class TrainResult:
     """What :func:`train_head` returns: the trained head (best validation epoch restored), one
     history record per epoch (per C for the linear head), the best epoch (0 for the linear
     head: it has no epochs), its validation metrics, the training time, the softmax temperature
-    (single-label) and the per-label decision thresholds (multi-label; else None)."""
+    (single-label) and the per-label decision thresholds (multi-label; else None).
+    ``oof_logits``: for the linear head with ``C_folds`` >= 2, the chosen C's out-of-fold
+    logits [n, n_classes] (every row scored once, by a fit that did not see it; row order);
+    else None."""
 
     head: FusionHead
     history: list[dict[str, float]] = field(default_factory=list)
@@ -122,6 +126,7 @@ class TrainResult:
     seconds: float = 0.0
     temperature: float = 1.0
     thresholds: np.ndarray | None = None
+    oof_logits: np.ndarray | None = None
 
 
 def split_validation(
@@ -555,15 +560,15 @@ def _fit_linear(
     validation split, or with ``C_folds`` >= 2 every row once, out of fold (stratified k-fold
     on all rows, plain k-fold for multi-label targets: a steadier choice than one small split;
     with ``groups``, folds of whole groups). The best C is refitted on all rows.
-    One C fits all rows directly.
+    One C fits all rows directly, unless ``C_folds`` >= 2 asks for its out-of-fold logits.
 
     Raises:
         ConfigError: a grid of several C but neither a validation split nor C_folds.
     """
     grid = sorted(config.C_grid)
-    if len(grid) > 1 and config.C_folds >= 2 and groups is not None:
+    if config.C_folds >= 2 and groups is not None:
         splits = group_kfold(y, config.C_folds, config.seed, groups)
-    elif len(grid) > 1 and config.C_folds >= 2:
+    elif config.C_folds >= 2:
         from sklearn.model_selection import KFold, StratifiedKFold
 
         kind = KFold if objective.multi else StratifiedKFold
@@ -619,6 +624,8 @@ def _fit_linear(
     c = best[1]
     if splits:  # out-of-sample logits of the chosen C
         objective.finish(result, logits[c][held], y[held], config.calibrate)
+        if config.C_folds >= 2:  # the folds cover every row
+            result.oof_logits = logits[c].numpy()
     else:
         objective.finish(result, torch.zeros((0, head.n_classes)), y[:0], config.calibrate)
     term = design.data_term(None, target, objective)
