@@ -1,13 +1,15 @@
 """`llmembed demo` end to end on tiny models and a synthetic R8 folder in the real format."""
 
+import inspect
 import json
 
 from rich.console import Console
 from typer.testing import CliRunner
 
-from llmembed import datasets
+from llmembed import datasets, load_recipe
 from llmembed.cli import app
-from llmembed.demo import run_demo
+from llmembed.cli import demo as demo_command
+from llmembed.demo import DEMO_RECIPE, run_demo
 
 from .test_classifier import tiny_recipe
 
@@ -78,3 +80,13 @@ val_fraction = 0.25
     )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "d.json").read_text())["dataset"] == "r8"
+
+
+def test_demo_recipe_is_the_fast_one_everywhere():
+    """The CLI's default (written out to keep torch out of its start) is the demo's recipe, and
+    that recipe is the fast shipped one: MPNet on 128 tokens plus the lexical channel."""
+    assert inspect.signature(demo_command).parameters["recipe"].default == DEMO_RECIPE
+    recipe = load_recipe(DEMO_RECIPE)
+    assert recipe.name == "cpu-fast" and recipe.lexical.enabled
+    assert [(b.model, b.max_length) for b in recipe.backbones] == [("mpnet-base", 128)]
+    assert recipe.head.fusion == "linear"

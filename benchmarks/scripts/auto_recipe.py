@@ -11,6 +11,7 @@ fitted alone on the whole training split and scored on test, so the table shows 
 cross-validated ordering holds on the test split (``--no-alone`` skips them). AG News, which
 has no training split here, runs on each of the 5 folds of its test split (its CV fallback).
 
+``--recipes a,b``: those candidates instead of "auto"'s (:data:`llmembed.selection.AUTO_RECIPES`).
 ``--ensemble``: ``LLMEmbedClassifier(recipe="auto", ensemble=True)``, whose model is the chosen
 candidate's 5 cross-validation fold models averaged (no refit); its fold scores are recorded.
 """
@@ -34,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="sst2,mr,r8,r52")
     ap.add_argument("--cv", type=int, default=5)
+    ap.add_argument("--recipes", default="auto", help='"auto", or the candidates, comma-separated')
     ap.add_argument("--ensemble", action="store_true", help="average the fold models")
     ap.add_argument("--no-alone", dest="alone", action="store_false")
     ap.add_argument("-o", "--output", default=None)
@@ -64,8 +66,9 @@ def main() -> None:
 def run(train, labels, test, test_labels, cache, args) -> dict:
     """Fit "auto" on one split, score it on test, and each candidate alone (``--alone``)."""
     t0 = time.perf_counter()
+    given = AUTO_RECIPES if args.recipes == "auto" else tuple(args.recipes.split(","))
     clf = LLMEmbedClassifier(
-        recipe="auto", cv=args.cv, ensemble=args.ensemble, cache_dir=cache, verbose=False
+        recipe=list(given), cv=args.cv, ensemble=args.ensemble, cache_dir=cache, verbose=False
     )
     clf.fit(train, labels)
     fit_s = time.perf_counter() - t0
@@ -77,7 +80,7 @@ def run(train, labels, test, test_labels, cache, args) -> dict:
         "candidates": clf.selection_.candidates,
         "alone_test_accuracy": {},
     }
-    for recipe in AUTO_RECIPES if args.alone else ():  # reported, not used for the choice
+    for recipe in given if args.alone else ():  # reported, not used for the choice
         alone = LLMEmbedClassifier(recipe=recipe, cache_dir=cache, verbose=False)
         row["alone_test_accuracy"][recipe] = round(
             alone.fit(train, labels).score(test, test_labels), 4

@@ -536,7 +536,8 @@ def predict(
 
 @app.command()
 def demo(
-    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "cpu",
+    # = llmembed.demo.DEMO_RECIPE, written out: importing it would load torch on every command
+    recipe: Annotated[str, typer.Option(help="Recipe name or .toml path.")] = "cpu-fast",
     dataset: Annotated[str, typer.Option(help="Benchmark to run on.")] = "r8",
     data_dir: Annotated[
         Path | None,
@@ -557,7 +558,7 @@ def demo(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """The main job: train the CPU default recipe on R8, evaluate on its test split, report."""
+    """The main job: train the fast recipe (cpu-fast) on R8, evaluate on its test split, report."""
 
     def go():
         from .demo import run_demo

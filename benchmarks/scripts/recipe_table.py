@@ -1,0 +1,73 @@
+"""Named recipes side by side on the benchmarks' test splits, several seeds (issue #14.6, #15.5).
+
+    LLMEMBED_DATA=../shared/datasets python benchmarks/scripts/recipe_table.py \
+        --recipes cpu-fast --datasets r8,r52,mr,sst2,agnews --seeds 0,1,2 \
+        -o benchmarks/results/recipe_table.json
+
+Per recipe, dataset and seed (``train.seed``: the head's validation split and the lexical
+channel's folds): one ``LLMEmbedClassifier(recipe=...).fit(train)`` through the public API, scored
+on the test split (accuracy and macro-F1). AG News has no training split here: each seed runs on
+the 5 stratified folds of its test split (train on four, score the fifth) and counts their mean.
+Features come from the reproduce cache of the dataset's group, extracted on first use. Prints
+mean ± std over the seeds and writes every figure as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from llmembed import LLMEmbedClassifier
+from llmembed.datasets import load_benchmark
+from llmembed_bench.jsonio import write_json
+from llmembed_bench.tasks import reproduce_cache
+
+
+def score(recipe: str, seed: int, cache, splits) -> dict[str, float]:
+    """Accuracy and macro-F1 of one seed, averaged over the dataset's splits."""
+    rows = []
+    for train, train_y, test, test_y in splits:
+        clf = LLMEmbedClassifier(
+            recipe=recipe, train={"seed": seed}, cache_dir=cache, verbose=False
+        )
+        metrics = clf.fit(list(train), np.asarray(train_y)).evaluate(list(test), np.asarray(test_y))
+        rows.append((metrics["accuracy"], metrics["macro_f1"]))
+    acc, f1 = np.mean(rows, axis=0)
+    return {"seed": seed, "accuracy": round(float(acc), 4), "macro_f1": round(float(f1), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", default="cpu-fast")
+    ap.add_argument("--datasets", default="r8,r52,mr,sst2,agnews")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("-o", "--output", default=None)
+    args = ap.parse_args()
+    out: dict[str, dict] = {}
+    for name in args.datasets.split(","):
+        ds = load_benchmark(name)
+        cache, splits = reproduce_cache(name), list(ds.splits())
+        for recipe in args.recipes.split(","):
+            rows = [score(recipe, int(s), cache, splits) for s in args.seeds.split(",")]
+            summary = {
+                k: {
+                    "mean": round(float(np.mean([r[k] for r in rows])), 4),
+                    "std": round(float(np.std([r[k] for r in rows])), 4),
+                }
+                for k in ("accuracy", "macro_f1")
+            }
+            out.setdefault(name, {})[recipe] = {"splits": len(splits), "seeds": rows, **summary}
+            print(
+                f"{name} {recipe}: accuracy {100 * summary['accuracy']['mean']:.2f} ± "
+                f"{100 * summary['accuracy']['std']:.2f}, macro-F1 "
+                f"{100 * summary['macro_f1']['mean']:.2f}",
+                flush=True,
+            )
+            if args.output:
+                write_json(Path(args.output), out)
+
+
+if __name__ == "__main__":
+    main()
