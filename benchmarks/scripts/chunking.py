@@ -24,12 +24,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from llmembed import Backbone, BackboneSpec, EmbeddingCache, LLMEmbedClassifier, load_recipe
 from llmembed.datasets import load_benchmark
 from llmembed_bench.environment import run_meta
-from llmembed_bench.jsonio import write_json
+from llmembed_bench.jsonio import seed_summary, write_json
 from llmembed_bench.multilabel_data import load_reuters_modapte
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,15 +42,7 @@ MODES = {  # one settings dict per backbone of the recipe
 
 
 def _stats(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if k != "seed"]
-    out = {
-        k: {
-            "mean": round(float(np.mean([r[k] for r in rows])), 4),
-            "std": round(float(np.std([r[k] for r in rows])), 4),
-        }
-        for k in keys
-    }
-    return out | {"seeds": rows}
+    return seed_summary(rows, [k for k in rows[0] if k != "seed"]) | {"seeds": rows}
 
 
 def main() -> None:

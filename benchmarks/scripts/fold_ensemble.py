@@ -25,7 +25,7 @@ import numpy as np
 
 from llmembed import LLMEmbedClassifier
 from llmembed.datasets import load_benchmark
-from llmembed_bench.jsonio import write_json
+from llmembed_bench.jsonio import seed_summary, write_json
 from llmembed_bench.tasks import reproduce_cache
 
 
@@ -65,13 +65,7 @@ def main() -> None:
             print(
                 f"{name} seed {seed}: single {100 * single:.2f}, fold average {100 * averaged:.2f}"
             )
-        summary = {
-            k: {
-                "mean": float(np.mean([r[k] for r in rows])),
-                "std": float(np.std([r[k] for r in rows])),
-            }
-            for k in ("single", "fold_average")
-        }
+        summary = seed_summary(rows, ("single", "fold_average"), digits=None)
         out[name] = {"recipe": args.recipe, "folds": args.folds, "seeds": rows, **summary}
         print(
             f"{name}: single {100 * summary['single']['mean']:.2f} ± "

@@ -32,7 +32,7 @@ import numpy as np
 from llmembed import Backbone, EmbeddingCache, LLMEmbedClassifier, load_recipe
 from llmembed.metrics import multilabel_metrics
 from llmembed_bench.environment import run_meta
-from llmembed_bench.jsonio import write_json
+from llmembed_bench.jsonio import seed_summary, write_json
 from llmembed_bench.multilabel_data import load_reuters_modapte
 from llmembed_bench.peers import apply_post, standard_embedding_spec
 from llmembed_bench.settings import LR_C, SVM_C, VAL_FRACTION
@@ -146,11 +146,7 @@ def main() -> None:
             )
             print(f"ours:{model} seed {seed}", runs[-1], "thresholds 0.5:", fixed[-1], flush=True)
         for name, rows in ((f"ours:{model}", runs), (f"ours:{model} thresholds 0.5", fixed)):
-            out["methods"][name] = {
-                k: {"mean": round(float(np.mean([r[k] for r in rows])), 4),
-                    "std": round(float(np.std([r[k] for r in rows])), 4)}
-                for k in KEYS
-            } | {"seeds": rows}  # fmt: skip
+            out["methods"][name] = seed_summary(rows, KEYS) | {"seeds": rows}
         clf = LLMEmbedClassifier(
             recipe=recipe, backbones=[spec], lexical={"enabled": False}, cache_dir=a.cache_dir,
             verbose=False,

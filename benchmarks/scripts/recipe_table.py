@@ -21,7 +21,7 @@ import numpy as np
 
 from llmembed import LLMEmbedClassifier
 from llmembed.datasets import load_benchmark
-from llmembed_bench.jsonio import write_json
+from llmembed_bench.jsonio import seed_summary, write_json
 from llmembed_bench.tasks import reproduce_cache
 
 
@@ -51,13 +51,7 @@ def main() -> None:
         cache, splits = reproduce_cache(name), list(ds.splits())
         for recipe in args.recipes.split(","):
             rows = [score(recipe, int(s), cache, splits) for s in args.seeds.split(",")]
-            summary = {
-                k: {
-                    "mean": round(float(np.mean([r[k] for r in rows])), 4),
-                    "std": round(float(np.std([r[k] for r in rows])), 4),
-                }
-                for k in ("accuracy", "macro_f1")
-            }
+            summary = seed_summary(rows, ("accuracy", "macro_f1"))
             out.setdefault(name, {})[recipe] = {"splits": len(splits), "seeds": rows, **summary}
             print(
                 f"{name} {recipe}: accuracy {100 * summary['accuracy']['mean']:.2f} ± "

@@ -42,3 +42,14 @@ def test_sections_render_each_json_file_present(tmp_path):
     assert "| r8 | 128 | truncate | 1.00 | - | 96.53 ± 0.11 | 91.53 ± 0.23 | - |" in text
     assert "| r8 | 128 | chunk-mean | 1.57 | 26.5% | 97.00 ± 0.10 | 92.00 ± 0.20 | 97.50 |" in text
     assert "| 128 truncate | 10 | 1,000 | 3 |" in text
+
+
+def test_seed_summary_is_mean_and_population_std():
+    from llmembed_bench.jsonio import seed_summary
+
+    rows = [{"seed": 0, "acc": 0.9, "f1": 0.81234}, {"seed": 1, "acc": 0.8, "f1": 0.71234}]
+    assert seed_summary(rows, ["acc", "f1"]) == {
+        "acc": {"mean": 0.85, "std": 0.05},
+        "f1": {"mean": 0.7623, "std": 0.05},
+    }
+    assert seed_summary(rows, ["f1"], digits=None)["f1"]["mean"] == (0.81234 + 0.71234) / 2
