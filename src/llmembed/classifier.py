@@ -413,13 +413,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def lexical_(self) -> LexicalChannel | None:
-        """The fitted lexical channel (None when the recipe's channel is off); read-only.
+        """The fitted lexical channel (None when the recipe's channel is off); of an ensemble,
+        the first fold model's; read-only.
 
-        Kept privately (like ``backbones_``), so it is set only by fit and load.
+        Read from the fitted models (like ``backbones_``), so it is set only by fit and load.
         Raises NotFittedError before fit/load.
         """
         self._check_fitted()
-        return self.__dict__.get("_lexical")
+        return self._members[0].lexical
 
     def _check_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
@@ -567,7 +568,6 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         result = members[0].result
         self._n_train = len(texts)  # for the model card (private: not a fitted attribute)
         self._members = members
-        self._lexical = members[0].lexical  # read as lexical_
         if multi is not None:
             multi.thresholds = [float(t) for t in result.thresholds]
         self._set_target(labels, multi)
@@ -980,7 +980,6 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         clf._backbone_pool = {}
         clf._n_train = saved.n_train
         clf._members = members
-        clf._lexical = channel
         clf._set_target(np.asarray(saved.classes), saved.multi_label)
         clf.recipe_ = saved.recipe
         clf.selection_ = saved.selection
