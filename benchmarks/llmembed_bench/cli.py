@@ -165,6 +165,13 @@ def extract(
             "(0 = all 67,349; -1 = skip)."
         ),
     ] = -1,
+    recipe: Annotated[
+        str, typer.Option(help="Recipe giving layers / pooling / max_length, and --e2e's recipe.")
+    ] = "cpu-fusion",
+    e2e_cache: Annotated[
+        Path | None,
+        typer.Option(help="Embedding cache for --e2e (empty or missing; kept afterwards)."),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -178,7 +185,9 @@ def extract(
     def go() -> None:
         out = output or repo_root() / "benchmarks" / "results" / "throughput.json"
         argv = ["--models", models, "--methods", methods, "--n-r8", str(n_r8), "-o", str(out)]
-        argv += ["--e2e", str(e2e)] + ["--profile"] * profile + ["--quick"] * quick
+        argv += ["--e2e", str(e2e), "--recipe", recipe]
+        argv += ["--e2e-cache", str(e2e_cache)] * (e2e_cache is not None)
+        argv += ["--profile"] * profile + ["--quick"] * quick
         main(argv)
 
     _run(go)

@@ -372,22 +372,29 @@ def profile_ours(spec: BackboneSpec, texts: list[str]) -> dict[str, float]:
     return out
 
 
-def end_to_end(n_train: int | None, recipe: str = "cpu", seed: int = 0) -> dict[str, Any]:
+def end_to_end(
+    n_train: int | None, recipe: str = "cpu", seed: int = 0, cache_dir: Path | None = None
+) -> dict[str, Any]:
     """SST-2 train (+ dev as test) with a recipe: fit + evaluate, cold cache then warm cache.
 
     n_train: stratified subset of the 67,349 training sentences (None = all). Timings per stage
-    come from the classifier; the cold run starts from an empty temporary cache.
+    come from the classifier; the cold run starts from an empty cache: a temporary one, or
+    `cache_dir`, which must be empty or missing and is kept (its embeddings can be reused).
     """
+    import contextlib
     import tempfile
 
     from llmembed.classifier import LLMEmbedClassifier
 
+    if cache_dir is not None and cache_dir.exists() and any(cache_dir.iterdir()):
+        raise SystemExit(f"--e2e-cache {cache_dir} is not empty: the cold run needs an empty one")
     data = load_benchmark("sst2")
     if n_train:
         data = data.subsample(n_train, None, seed=seed)
     out: dict[str, Any] = {"recipe": recipe, "n_train": len(data.train_texts)}
     out["n_test"] = len(data.test_texts)
-    with tempfile.TemporaryDirectory(prefix="llmembed-bench-") as cache:
+    keep = contextlib.nullcontext(str(cache_dir)) if cache_dir is not None else None
+    with keep or tempfile.TemporaryDirectory(prefix="llmembed-bench-") as cache:
         for run in ("cold", "warm"):
             t = time.perf_counter()
             clf = LLMEmbedClassifier(recipe, cache_dir=cache, verbose=False)
@@ -486,6 +493,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also time SST-2 fit+evaluate with the recipe, cold then warm cache, on N "
         "stratified training sentences (0 = all 67,349); -1 = skip",
     )
+    p.add_argument(
+        "--e2e-cache",
+        type=Path,
+        default=None,
+        help="embedding cache for --e2e (empty or missing; kept afterwards; default: temporary)",
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     raw = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(raw)
@@ -533,7 +546,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ),
                     flush=True,
                 )
-    e2e = end_to_end(args.e2e or None, args.recipe) if args.e2e >= 0 else None
+    e2e = (
+        end_to_end(args.e2e or None, args.recipe, cache_dir=args.e2e_cache)
+        if args.e2e >= 0
+        else None
+    )
     result = {
         "profiles": profiles,
         "end_to_end": e2e,

@@ -76,3 +76,10 @@ def test_st_runs_when_installed(tiny_bert):
 def test_cli_bench_extract_help():
     out = CliRunner().invoke(app, ["extract", "--help"])
     assert out.exit_code == 0 and "--quick" in out.output
+    assert "--e2e-cache" in out.output and "--recipe" in out.output
+
+
+def test_end_to_end_refuses_a_cache_that_is_not_empty(tmp_path):
+    (tmp_path / "old").mkdir()
+    with pytest.raises(SystemExit, match="not empty"):
+        bench.end_to_end(100, cache_dir=tmp_path)
