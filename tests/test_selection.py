@@ -84,11 +84,12 @@ def test_auto_is_the_shipped_candidates():
     assert (
         [r.name for r in clf._candidates()]
         == list(AUTO_RECIPES)
-        == ["cpu", "cpu-neural", "cpu-duo"]
+        == ["cpu", "cpu-neural", "cpu-duo", "cpu-stack"]
     )
     assert clf._resolved_recipe().name == "cpu"  # embed() before fit uses the first
     lexical = [r.lexical.enabled for r in clf._candidates()]
-    assert lexical == [True, False, True]
+    assert lexical == [True, False, True, True]
+    assert [r.head.stack for r in clf._candidates()] == [False, False, False, True]
 
 
 def test_refusals(candidates):

@@ -109,8 +109,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     recipe : str, path, Recipe or list of them, default="cpu"
         A shipped recipe name ("cpu", "paper"), a path to a ``.toml`` recipe, or a ``Recipe``.
         Several (a list), or "auto" (:data:`llmembed.selection.AUTO_RECIPES`: "cpu", the same
-        without its lexical channel, and with a second encoder): ``fit`` scores each by
-        ``cv``-fold cross-validation on the training texts and trains the best
+        without its lexical channel, with a second encoder, and that pair stacked): ``fit``
+        scores each by ``cv``-fold cross-validation on the training texts and trains the best
         (:mod:`llmembed.selection`; single-label targets, features in memory).
     backbones : list of BackboneSpec, dict or str, optional
         Replace the recipe's backbones (a str is a model name with default settings).

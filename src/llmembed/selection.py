@@ -29,9 +29,11 @@ from .splits import group_kfold
 
 __all__ = ["AUTO_RECIPES", "Selection", "choose", "cross_validate", "cv_splits", "record"]
 
-# recipe="auto": the CPU default, the same without its lexical channel, and the same with a
-# second encoder (about twice the extraction): the channel on / off and one backbone or two.
-AUTO_RECIPES = ("cpu", "cpu-neural", "cpu-duo")
+# recipe="auto": the CPU default, the same without its lexical channel, the same with a second
+# encoder (about twice the extraction), and that pair stacked (each encoder scored apart): the
+# channel on / off, one backbone or two, one head or two levels. The default first (embed()
+# before fit uses it), the dearest last: a select_budget that runs out skips it.
+AUTO_RECIPES = ("cpu", "cpu-neural", "cpu-duo", "cpu-stack")
 
 
 @dataclass
