@@ -197,7 +197,7 @@ def run_st(
         import sentence_transformers
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        res.skipped = "sentence-transformers is not installed (pip install -e '.[bench]')"
+        res.skipped = "sentence-transformers is not installed (pip install -e 'benchmarks[peers]')"
         return res
     from transformers.utils import logging as hf_logging
 
