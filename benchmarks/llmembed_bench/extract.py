@@ -393,8 +393,12 @@ def end_to_end(
         data = data.subsample(n_train, None, seed=seed)
     out: dict[str, Any] = {"recipe": recipe, "n_train": len(data.train_texts)}
     out["n_test"] = len(data.test_texts)
-    keep = contextlib.nullcontext(str(cache_dir)) if cache_dir is not None else None
-    with keep or tempfile.TemporaryDirectory(prefix="llmembed-bench-") as cache:
+    folder = (
+        contextlib.nullcontext(str(cache_dir))
+        if cache_dir is not None
+        else tempfile.TemporaryDirectory(prefix="llmembed-bench-")
+    )
+    with folder as cache:
         for run in ("cold", "warm"):
             t = time.perf_counter()
             clf = LLMEmbedClassifier(recipe, cache_dir=cache, verbose=False)
