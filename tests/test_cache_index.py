@@ -244,8 +244,12 @@ def test_add_writes_through_the_cache_writer(tmp_path):
     cache = EmbeddingCache(tmp_path, chunk_size=16)
     keys = [text_key(t) for t in TEXTS]
     vectors = FakeBackbone().embed(TEXTS)
-    assert cache.add("fp-test", keys, vectors, meta={"spec": {"model": "fake"}}) == 60
+    assert cache.cached("fp-test", keys) == 0  # no folder yet
+    assert cache.add("fp-test", keys[:25], vectors[:25], meta={"spec": {"model": "fake"}}) == 25
+    assert cache.cached("fp-test", keys + keys[:5]) == 25  # duplicates counted once
+    assert cache.add("fp-test", keys, vectors) == 35
+    assert cache.cached("fp-test", keys) == 60
     assert cache.add("fp-test", keys[:10], vectors[:10]) == 0  # already there
     bb = FakeBackbone()
     np.testing.assert_array_equal(cache.embed(bb, TEXTS, progress=False), vectors)
-    assert bb.calls == [] and cache.entries()[0].n_chunks == 4
+    assert bb.calls == [] and cache.entries()[0].n_chunks == 2 + 3  # 25 and 35 rows by 16

@@ -209,6 +209,8 @@ class FeatureStore:
         cache = EmbeddingCache(self.root / self.task.group)
         keys = [text_key(t) for t in self.task.texts]
         fingerprint = bb.fingerprint()  # from the files: the model is not loaded for it
+        if cache.cached(fingerprint, keys) == len(set(keys)):  # no superset needed
+            return 0
         # describe() loads the model: only for a folder that has no meta.json yet
         written = (cache.root / fingerprint / "meta.json").is_file()
         meta = None if written else bb.describe()

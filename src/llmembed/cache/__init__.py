@@ -529,6 +529,22 @@ class EmbeddingCache:
             index.close()
         return written
 
+    def cached(self, fingerprint: str, keys: Sequence[bytes]) -> int:
+        """How many of ``keys`` (:func:`text_key` of each text) the fingerprint's folder holds,
+        by its index, writing nothing: 0 for a folder that is not there. For callers that
+        would build the vectors of :meth:`add` only to have them skipped."""
+        folder = self.root / fingerprint
+        if not (folder / "meta.json").is_file():
+            return 0
+        try:
+            index = FolderIndex(folder, read_only=True)
+        except sqlite3.Error:
+            return 0
+        try:
+            return len(index.lookup(list(dict.fromkeys(bytes(k) for k in keys))))
+        finally:
+            index.close()
+
     # -- reading -------------------------------------------------------------------------------
     def _read(
         self,
