@@ -14,7 +14,13 @@ from llmembed import DataError, LexicalConfig, LLMEmbedClassifier
 from llmembed.cli import app
 from llmembed.lexical import LexicalChannel
 from llmembed.selection import cv_splits
-from llmembed.splits import group_ids, group_kfold, group_validation, phrase_groups
+from llmembed.splits import (
+    auto_groups,
+    group_ids,
+    group_kfold,
+    group_validation,
+    phrase_groups,
+)
 from llmembed.testing import tiny_recipe
 from llmembed.training import split_validation
 
@@ -33,6 +39,49 @@ def leaky_texts(n_groups: int = 30, per_group: int = 6, seed: int = 0):
             groups.append(f"doc-{g}")
     order = rng.permutation(len(texts))
     return [texts[i] for i in order], [labels[i] for i in order], [groups[i] for i in order]
+
+
+def phrase_texts(n_sentences: int = 30, seed: int = 0):
+    """Sentences and phrases cut from them (SST-2's shape): the label is random per sentence
+    and readable only from the sentence's own made-up word, which every phrase keeps."""
+    rng = np.random.default_rng(seed)
+    filler = ["the", "a", "of", "film", "story", "and", "it", "was"]
+    texts, labels = [], []
+    for g in range(n_sentences):
+        words = [f"zq{g:03d}x", *rng.choice(filler, 7)]
+        label = ["neg", "pos"][g % 2]
+        for stop in range(2, len(words) + 1):  # the sentence and 6 of its prefixes
+            texts.append(" ".join(words[:stop]))
+            labels.append(label)
+    order = rng.permutation(len(texts))
+    return [texts[i] for i in order], [labels[i] for i in order]
+
+
+def test_auto_groups_groups_phrases_only():
+    texts, _ = phrase_texts()
+    g = auto_groups(texts)
+    assert g is not None and g.max() + 1 == 30
+    np.testing.assert_array_equal(g, phrase_groups(texts))
+    distinct = [f"text {i} about zq{i:04d}x and more" for i in range(400)]
+    assert auto_groups(distinct) is None
+    # 4 copies and 4 phrases of other texts (16 of 408 texts joined): left ungrouped
+    assert auto_groups(distinct + distinct[:4] + [t[:-9] for t in distinct[4:8]]) is None
+    assert auto_groups(["one"]) is None
+
+
+def test_fit_groups_phrases_by_default(tiny_llama, tiny_bert):
+    texts, labels = phrase_texts(seed=3)
+    base = tiny_recipe(tiny_llama, tiny_bert, head={"fusion": "linear"})
+    recipe = dataclasses.replace(base, lexical=LexicalConfig(enabled=True, char_ngrams=[]))
+
+    def fit(**fit_kw):
+        clf = LLMEmbedClassifier(recipe=recipe, ensemble=True, cv=3, verbose=False)
+        return clf.fit(texts, labels, **fit_kw)
+
+    auto, plain = fit(), fit(groups=None)
+    assert auto.n_groups_ == 30 and plain.n_groups_ is None
+    assert plain.fold_scores_.mean() > 0.9  # held-out phrases of sentences its models saw
+    assert auto.fold_scores_.mean() < 0.75  # whole sentences held out: chance
 
 
 def test_group_kfold_holds_each_group_out_once():

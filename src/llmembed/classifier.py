@@ -47,7 +47,7 @@ from .modelcard import CONFIG_NAME, WEIGHTS_NAME  # noqa: F401  (their old home)
 from .multilabel import MultiLabel, binarize, decide, is_label_sets, label_sets, read_target
 from .recipes import Recipe, load_recipe
 from .selection import choose, cv_splits, record
-from .splits import group_ids
+from .splits import auto_groups, group_ids
 from .stacking import PREFIX as STACK_PREFIX
 from .training import TrainConfig, TrainResult
 
@@ -187,6 +187,9 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     fold_scores_ : ndarray of shape (cv,) or None
         ``ensemble=True``: each fold model's accuracy on its held-out fold (saved with the
         model); None for a single model.
+    n_groups_ : int or None
+        How many groups of texts the training splits kept whole (fit's ``groups``, or the
+        phrase groups ``groups="auto"`` found); None: plain splits (and after ``load``).
     head_ : FusionHead
         The trained head (a torch module, on CPU, in eval mode); of an ensemble, the first
         fold model's (``history_``, ``best_epoch_``, ``val_metrics_`` likewise).
@@ -486,7 +489,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         y: Any,
         classes: Sequence[Any] | None = None,
         embeddings: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-        groups: Sequence[Any] | None = None,
+        groups: Sequence[Any] | str | None = "auto",
     ) -> LLMEmbedClassifier:
         """Extract embeddings for the texts X and train the head on labels y; returns self.
 
@@ -504,7 +507,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         lexical channel's folds, the head's validation split, the recipe selection's and the
         ensemble's folds), so held-out scores are not inflated by near-copies
         (:mod:`llmembed.splits`; :func:`~llmembed.splits.phrase_groups` finds them for phrase
-        datasets such as SST-2). Not saved: prediction does not use them.
+        datasets such as SST-2). "auto" (the default): :func:`~llmembed.splits.auto_groups`
+        builds phrase groups when a sample of the texts sits inside other training texts
+        (SST-2's phrases), else plain splits; None: plain splits. Not saved: prediction does
+        not use them.
         Raises LLMEmbedError for invalid texts, labels, groups, recipe, parameters or
         embeddings folders.
         """
@@ -512,7 +518,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
-        gids = None if groups is None else group_ids(groups, len(texts))
+        gids = self._groups(groups, texts)
         candidates = self._candidates()
         self._check_ensemble(multi)
         if len(candidates) > 1:
@@ -574,6 +580,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.recipe_ = recipe
         self.selection_ = selection
         self.fold_scores_ = np.array([m.score for m in members]) if self.ensemble else None
+        self.n_groups_ = None if gids is None else int(gids.max()) + 1
         self.head_ = result.head
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -581,6 +588,22 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.temperature_ = result.temperature if len(members) == 1 else 1.0
         self.timings_ = timings
         return self
+
+    def _groups(self, groups: Sequence[Any] | str | None, texts: list[str]) -> np.ndarray | None:
+        """fit's ``groups`` as :func:`~llmembed.splits.group_ids`' ids, or None; "auto" runs
+        :func:`~llmembed.splits.auto_groups` and says what it found."""
+        if isinstance(groups, str) and groups == "auto":
+            t0 = time.perf_counter()
+            gids = auto_groups(texts)
+            if gids is not None and self.verbose:
+                print(
+                    f"llmembed: {len(texts):,} training texts are phrases of {gids.max() + 1:,} "
+                    f"longer ones ({time.perf_counter() - t0:.1f} s): every split keeps each "
+                    "group whole (fit(..., groups=None) for plain splits)",
+                    file=sys.stderr,
+                )
+            return gids
+        return None if groups is None else group_ids(groups, len(texts))
 
     def _check_ensemble(self, multi: MultiLabel | None) -> None:
         """Refuse an ``ensemble`` that is not a bool, or one with a multi-label target or
@@ -984,6 +1007,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         clf.recipe_ = saved.recipe
         clf.selection_ = saved.selection
         clf.fold_scores_ = np.array(ensemble["scores"]) if ensemble else None
+        clf.n_groups_ = None
         clf.head_ = head
         clf.history_ = []
         clf.best_epoch_ = saved.best_epoch

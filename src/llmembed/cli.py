@@ -7,7 +7,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -296,13 +296,14 @@ def train(
         ),
     ] = None,
     phrase_groups: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--phrase-groups",
+            "--phrase-groups/--no-phrase-groups",
             help="Group each training text with the longest one that contains it (phrase "
-            "datasets such as SST-2), instead of --group-col.",
+            "datasets such as SST-2), instead of --group-col. Default: when a sample of the "
+            "texts says they are phrases; --no-phrase-groups: plain splits.",
         ),
-    ] = False,
+    ] = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -327,9 +328,9 @@ def train(
             texts, labels = read_table(train_file, text_col, label_col, sep)
         else:
             raise LLMEmbedError("Give a training file or --dataset NAME")
-        groups = None
-        if group_col is not None and phrase_groups:
-            raise LLMEmbedError("Give --group-col or --phrase-groups, not both")
+        groups: Any = "auto" if phrase_groups is None else None
+        if group_col is not None and phrase_groups is not None:
+            raise LLMEmbedError("Give --group-col or --[no-]phrase-groups, not both")
         if group_col is not None:
             if train_file is None:
                 raise LLMEmbedError("--group-col reads a column of the training file")
