@@ -206,7 +206,8 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         for a multi-label model (its thresholds are tuned instead), and for an ensemble (each
         fold model's own temperature applies before the average).
     timings_ : dict of str to float
-        Seconds per stage of ``fit`` ("embed:<model>", "lexical" when the channel is on,
+        Seconds per stage of ``fit`` ("groups" when ``groups="auto"`` looked for phrases,
+        "embed:<model>", "lexical" when the channel is on,
         "train_head", "select" with several recipes; an ensemble's "lexical" and "train_head"
         sum its fold models, which with several recipes are trained inside "select"); later
         ``predict`` / ``evaluate`` calls update the "embed:<model>" and "lexical" entries with
@@ -518,14 +519,16 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
+        t_groups = time.perf_counter()
         gids = self._groups(groups, texts)
+        t_groups = time.perf_counter() - t_groups
         candidates = self._candidates()
         self._check_ensemble(multi)
         if len(candidates) > 1:
             self._check_selection(multi)
         if embeddings is not None:
             self._import_embeddings(embeddings)
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"groups": t_groups} if isinstance(groups, str) else {}
         recipe, known, selection, members = candidates[0], None, None, None
         if len(candidates) > 1:
             recipe, known, selection, members = self._select(
@@ -593,13 +596,12 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         """fit's ``groups`` as :func:`~llmembed.splits.group_ids`' ids, or None; "auto" runs
         :func:`~llmembed.splits.auto_groups` and says what it found."""
         if isinstance(groups, str) and groups == "auto":
-            t0 = time.perf_counter()
             gids = auto_groups(texts)
             if gids is not None and self.verbose:
                 print(
                     f"llmembed: {len(texts):,} training texts are phrases of {gids.max() + 1:,} "
-                    f"longer ones ({time.perf_counter() - t0:.1f} s): every split keeps each "
-                    "group whole (fit(..., groups=None) for plain splits)",
+                    "longer ones: every split keeps each group whole (fit(..., groups=None) for "
+                    "plain splits)",
                     file=sys.stderr,
                 )
             return gids
