@@ -161,6 +161,17 @@ def write_report(results_dir: str | os.PathLike, docs_dir: str | os.PathLike) ->
     return out
 
 
+def _package_versions(records: list[dict]) -> dict[str, list[str]]:
+    """Every package any record names, with the versions the records ran (sorted), in the
+    order the records first name them: records made on different days may differ."""
+    seen: dict[str, set[str]] = {}
+    for r in records:
+        for k, v in (r.get("packages") or {}).items():
+            if v:
+                seen.setdefault(k, set()).add(str(v))
+    return {k: sorted(v) for k, v in seen.items()}
+
+
 def _datasets_in(records) -> list[str]:
     present = {r["dataset"] for r in records}
     return [d for d in DEFAULT_DATASETS if d in present] + sorted(present - set(DEFAULT_DATASETS))
@@ -252,7 +263,7 @@ def render_markdown(
         f"no GPU"
         + (f" ({mach['cuda']})" if mach.get("cuda") else "")
         + ". Packages: "
-        + ", ".join(f"{k} {v}" for k, v in (last.get("packages") or {}).items() if v)
+        + ", ".join(f"{k} {' / '.join(v)}" for k, v in _package_versions(records).items())
         + f". Torch threads: {', '.join(sorted(threads))}"
         + f". Git commit(s): {', '.join(c[:10] for c in commits)}. "
         f"{len(records)} records, last {last.get('created')}.",
