@@ -151,6 +151,7 @@ def test_fit_sets_only_fitted_attributes(make_clf, data24):
         "head_",
         "history_",
         "multi_label_",
+        "n_groups_",
         "recipe_",
         "selection_",
         "temperature_",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from llmembed import DataError, LexicalConfig, LLMEmbedClassifier
+from llmembed import DataError, LexicalConfig, LLMEmbedClassifier, splits
 from llmembed.cli import app
 from llmembed.lexical import LexicalChannel
 from llmembed.selection import cv_splits
@@ -57,8 +57,10 @@ def phrase_texts(n_sentences: int = 30, seed: int = 0):
     return [texts[i] for i in order], [labels[i] for i in order]
 
 
-def test_auto_groups_groups_phrases_only():
+def test_auto_groups_groups_phrases_only(monkeypatch):
     texts, _ = phrase_texts()
+    assert auto_groups(texts) is None  # 210 texts: fewer than AUTO_MIN_TEXTS, not looked at
+    monkeypatch.setattr(splits, "AUTO_MIN_TEXTS", 100)
     g = auto_groups(texts)
     assert g is not None and g.max() + 1 == 30
     np.testing.assert_array_equal(g, phrase_groups(texts))
@@ -69,7 +71,8 @@ def test_auto_groups_groups_phrases_only():
     assert auto_groups(["one"]) is None
 
 
-def test_fit_groups_phrases_by_default(tiny_llama, tiny_bert):
+def test_fit_groups_phrases_by_default(tiny_llama, tiny_bert, monkeypatch):
+    monkeypatch.setattr(splits, "AUTO_MIN_TEXTS", 100)
     texts, labels = phrase_texts(seed=3)
     base = tiny_recipe(tiny_llama, tiny_bert, head={"fusion": "linear"})
     recipe = dataclasses.replace(base, lexical=LexicalConfig(enabled=True, char_ngrams=[]))

@@ -26,6 +26,7 @@ from .errors import DataError
 
 __all__ = ["auto_groups", "group_ids", "group_kfold", "group_validation", "phrase_groups"]
 
+AUTO_MIN_TEXTS = 1000  # fewer training texts: auto_groups does not look
 AUTO_SAMPLE = 200  # texts looked up by auto_groups
 AUTO_MIN_SHARE = 0.10  # of them inside another text (or copied) for auto_groups to group
 AUTO_MAX_CHARS = 200_000_000  # above this many characters auto_groups does not look
@@ -166,12 +167,13 @@ def auto_groups(texts: Sequence[str], seed: int = 0) -> np.ndarray | None:
     joined (C-speed substring counts: about 0.3 s for SST-2's 67,349 or R52's 6,532): when at
     least :data:`AUTO_MIN_SHARE` of them occur more than once (inside a longer text, or as a
     copy), the groups are built. Reuters R8 / R52 (2.3-2.5% joined, mostly copies), MR (0.3%)
-    and AG News (0%) stay ungrouped. Texts of more than :data:`AUTO_MAX_CHARS` characters in
-    all are not looked at.
+    and AG News (0%) stay ungrouped. Sets of fewer than :data:`AUTO_MIN_TEXTS` texts are not
+    looked at (whole groups would leave a validation split of a few units: give ``groups=``
+    there), nor texts of more than :data:`AUTO_MAX_CHARS` characters in all.
     Returns: :func:`phrase_groups`' ids, or None (plain splits).
     """
     stripped = [t.strip() for t in texts]
-    if len(stripped) < 2 or sum(map(len, stripped)) > AUTO_MAX_CHARS:
+    if len(stripped) < AUTO_MIN_TEXTS or sum(map(len, stripped)) > AUTO_MAX_CHARS:
         return None
     joined = "\x00".join(stripped)
     rng = np.random.default_rng(seed)
