@@ -83,6 +83,9 @@ def test_fit_groups_phrases_by_default(tiny_llama, tiny_bert, monkeypatch):
 
     auto, plain = fit(), fit(groups=None)
     assert auto.n_groups_ == 30 and plain.n_groups_ is None
+    assert "groups" in auto.timings_ and "groups" not in plain.timings_
+    with pytest.raises(DataError, match='groups must be "auto", None or one group label'):
+        LLMEmbedClassifier(recipe=recipe, verbose=False).fit(texts, labels, groups="doc")
     assert plain.fold_scores_.mean() > 0.9  # held-out phrases of sentences its models saw
     assert auto.fold_scores_.mean() < 0.75  # whole sentences held out: chance
 

@@ -595,13 +595,17 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
     def _groups(self, groups: Sequence[Any] | str | None, texts: list[str]) -> np.ndarray | None:
         """fit's ``groups`` as :func:`~llmembed.splits.group_ids`' ids, or None; "auto" runs
         :func:`~llmembed.splits.auto_groups` and says what it found."""
-        if isinstance(groups, str) and groups == "auto":
+        if isinstance(groups, str):
+            if groups != "auto":
+                raise DataError(
+                    f'groups must be "auto", None or one group label per text, not {groups!r}'
+                )
             gids = auto_groups(texts)
             if gids is not None and self.verbose:
                 print(
-                    f"llmembed: {len(texts):,} training texts are phrases of {gids.max() + 1:,} "
-                    "longer ones: every split keeps each group whole (fit(..., groups=None) for "
-                    "plain splits)",
+                    f"llmembed: the {len(texts):,} training texts form {gids.max() + 1:,} groups "
+                    "of phrases and the text that contains them: every split keeps each group "
+                    "whole (fit(..., groups=None) for plain splits)",
                     file=sys.stderr,
                 )
             return gids

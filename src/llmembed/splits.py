@@ -96,7 +96,7 @@ def phrase_groups(texts: Sequence[str]) -> np.ndarray:
     in no other is its own group.
 
     For phrase-level training sets such as SST-2's (67,349 phrases of about 6,900 sentences:
-    6,885 groups, about 1 s). Word n-gram lookups keep it near linear: a text is only compared
+    6,885 groups, 1-1.5 s). Word n-gram lookups keep it near linear: a text is only compared
     with the longer texts that hold its rarest word trigram (bigram or word when shorter),
     found by sorting every text's n-gram codes at once.
     Returns: group ids [n] (:func:`group_ids`' form).
