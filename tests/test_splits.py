@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -111,6 +112,26 @@ def test_group_kfold_holds_each_group_out_once():
     np.testing.assert_array_equal(va, va2)
     with pytest.raises(DataError, match="cannot fill 50 folds"):
         group_kfold(y, 50, 0, g)
+
+
+@pytest.mark.parametrize("n_classes,k", [(2, 10), (3, 5), (7, 3)])
+def test_stratified_group_folds_are_scikit_learns(n_classes, k):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(n_classes)
+    y = rng.choice(
+        n_classes, 600, p=np.linspace(1, 0.2, n_classes) / np.linspace(1, 0.2, n_classes).sum()
+    )
+    groups = group_ids(rng.integers(0, 90, 600), 600)
+    for seed in (0, 1, 7):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rare classes: scikit-learn warns
+            ref = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(y, y, groups)
+            for (tr, va), (tr_ref, va_ref) in zip(group_kfold(y, k, seed, groups), ref):
+                np.testing.assert_array_equal(tr, tr_ref)
+                np.testing.assert_array_equal(va, va_ref)
+    with pytest.raises(DataError, match="need a class with at least 50 texts"):
+        group_kfold(np.arange(60) % 2, 50, 0, group_ids(np.arange(60), 60))
 
 
 def test_group_ids_and_their_refusals():

@@ -16,7 +16,6 @@ texts says they are.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,23 +60,65 @@ def group_kfold(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training rows, held-out rows) of k folds, each group held out in exactly one fold.
 
-    Takes: class indices [n] (stratified: ``StratifiedGroupKFold``, shuffled by ``seed``) or a
+    Takes: class indices [n] (stratified: scikit-learn's ``StratifiedGroupKFold`` folds, shuffled
+    by ``seed``, cut by :func:`_stratified_group_folds`) or a
     0/1 matrix [n, n_labels] (``GroupKFold`` over the group ids permuted by ``seed``), k, the
     seed and :func:`group_ids`' ids. Raises: DataError with fewer groups than k.
     """
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold
 
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     if n_groups < k:
         raise DataError(f"groups: {n_groups} groups cannot fill {k} folds; give more groups")
-    rows = np.zeros(len(groups))
-    with warnings.catch_warnings():  # a class rarer than k: scikit-learn only warns
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        if np.ndim(y) == 2:
-            permuted = np.random.default_rng(seed).permutation(n_groups)[groups]
-            return list(GroupKFold(k).split(rows, groups=permuted))
-        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
-        return list(splitter.split(rows, y, groups))
+    if np.ndim(y) == 2:
+        permuted = np.random.default_rng(seed).permutation(n_groups)[groups]
+        return list(GroupKFold(k).split(np.zeros(len(groups)), groups=permuted))
+    fold = _stratified_group_folds(np.asarray(y), k, seed, groups)
+    return [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(k)]
+
+
+def _stratified_group_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray) -> np.ndarray:
+    """The fold of each row [n]: scikit-learn's ``StratifiedGroupKFold(k, shuffle=True,
+    random_state=seed)`` (1.9), the same folds, with its per-fold candidate loop done as one
+    numpy reduction. Why: scikit-learn's Python loops took 3.3 s to cut SST-2's validation split
+    (67,349 rows, 6,885 groups, 10 folds), a tenth of a warm fit; this takes 0.25-0.3 s.
+    Each group, in order of falling spread of its class counts (shuffled first, ties kept in
+    that order), goes to the fold that leaves the per-class shares of the folds most even (mean
+    over classes of the std over folds), the least filled one among near-ties (``np.isclose``).
+    Raises: DataError when every class has fewer rows than k.
+    """
+    _, y_inv, y_cnt = np.unique(y, return_inverse=True, return_counts=True)
+    if np.all(k > y_cnt):
+        raise DataError(f"{k} folds need a class with at least {k} texts; use fewer folds")
+    _, groups_inv, groups_cnt = np.unique(groups, return_inverse=True, return_counts=True)
+    per_group = np.zeros((len(groups_cnt), len(y_cnt)))
+    np.add.at(per_group, (groups_inv, y_inv), 1)
+    perm = np.arange(len(groups_cnt))
+    np.random.RandomState(seed).shuffle(perm)
+    per_group = per_group[perm]
+    inv_perm = np.empty_like(perm)
+    inv_perm[perm] = np.arange(perm.size)
+    groups_inv = inv_perm[groups_inv]
+    order = np.argsort(-np.std(per_group, axis=1), kind="stable")
+    per_fold = np.zeros((k, len(y_cnt)))
+    trial = np.empty((k, k, len(y_cnt)))
+    eye = np.eye(k, dtype=bool)
+    fold_of_group = np.empty(len(groups_cnt), dtype=np.int64)
+    for g in order.tolist():
+        counts = per_group[g]
+        trial[:] = per_fold  # trial[i]: the folds with group g added to fold i
+        trial[eye] += counts
+        evals = np.std(trial / y_cnt, axis=1).mean(axis=1).tolist()
+        filled = per_fold.sum(axis=1).tolist()
+        best, best_eval, best_filled = 0, evals[0], filled[0]
+        for i in range(1, k):
+            e = evals[i]
+            tie = abs(e - best_eval) <= 1e-8 + 1e-5 * abs(best_eval)
+            if e < best_eval or (tie and filled[i] < best_filled):
+                best, best_eval, best_filled = i, e, filled[i]
+        per_fold[best] += counts
+        fold_of_group[g] = best
+    return fold_of_group[groups_inv]
 
 
 def group_validation(
