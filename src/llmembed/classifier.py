@@ -519,16 +519,14 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
             validate_labels(y, 0, where="labels")
         texts = validate_texts(X, where="texts")
         labels, target, multi = self._target(y, len(texts), classes)
-        t_groups = time.perf_counter()
-        gids = self._groups(groups, texts)
-        t_groups = time.perf_counter() - t_groups
+        timings: dict[str, float] = {}
+        gids = self._groups(groups, texts, timings)
         candidates = self._candidates()
         self._check_ensemble(multi)
         if len(candidates) > 1:
             self._check_selection(multi)
         if embeddings is not None:
             self._import_embeddings(embeddings)
-        timings: dict[str, float] = {"groups": t_groups} if isinstance(groups, str) else {}
         recipe, known, selection, members = candidates[0], None, None, None
         if len(candidates) > 1:
             recipe, known, selection, members = self._select(
@@ -592,15 +590,20 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
         self.timings_ = timings
         return self
 
-    def _groups(self, groups: Sequence[Any] | str | None, texts: list[str]) -> np.ndarray | None:
+    def _groups(
+        self, groups: Sequence[Any] | str | None, texts: list[str], timings: dict[str, float]
+    ) -> np.ndarray | None:
         """fit's ``groups`` as :func:`~llmembed.splits.group_ids`' ids, or None; "auto" runs
-        :func:`~llmembed.splits.auto_groups` and says what it found."""
+        :func:`~llmembed.splits.auto_groups`, records its seconds in ``timings["groups"]`` and
+        says what it found."""
         if isinstance(groups, str):
             if groups != "auto":
                 raise DataError(
                     f'groups must be "auto", None or one group label per text, not {groups!r}'
                 )
+            t0 = time.perf_counter()
             gids = auto_groups(texts)
+            timings["groups"] = time.perf_counter() - t0
             if gids is not None and self.verbose:
                 print(
                     f"llmembed: the {len(texts):,} training texts form {gids.max() + 1:,} groups "
