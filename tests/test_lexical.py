@@ -28,7 +28,7 @@ from llmembed import (
 )
 from llmembed.classifier import NotFittedError
 from llmembed.heads import HeadConfig
-from llmembed.lexical import LexicalChannel, head_config, output_width
+from llmembed.lexical import LexicalChannel, _char_wb_tfidf, head_config, output_width
 from llmembed.modelcard import (
     CARD_NAME,
     CONFIG_NAME,
@@ -157,6 +157,30 @@ def test_worker_processes_give_the_same_channel(case, monkeypatch):
             svm = LinearSVC(C=0.5, dual="auto", random_state=1).fit(x, y[:, j])
             np.testing.assert_array_equal(one.coef[j], svm.coef_[0].astype(np.float32))
         assert one.intercept[2] == 1.0 and not one.coef[2].any()
+
+
+@pytest.mark.parametrize("max_features", [None, 40, 100000])
+def test_char_wb_counts_by_word_match_scikit_learn(max_features):
+    """The per-word char_wb path gives scikit-learn's vocabulary, idf and matrix, bit for bit:
+    repeated and accented words, tabs and runs of spaces, empty texts, max_features ties."""
+    rng = np.random.default_rng(0)
+    words = [*WORDS, "Été", "naïve", "x", "a-b", "ÀB", "dots...", "İs"]
+    texts = [
+        (" " if i % 3 else "\t  ").join(rng.choice(words, size=int(rng.integers(0, 9))))
+        for i in range(120)
+    ]
+    new = ["unseen wörds here", "", texts[5], "Été  \n naïve"]
+    channel = LexicalChannel(LexicalConfig(max_features=max_features or 100000, min_df=2))
+    ours, ref = channel._vectorizer("char"), channel._vectorizer("char")
+    if max_features is None:
+        ours.max_features = ref.max_features = None
+    got, want = _char_wb_tfidf(ours, texts, fit=True), ref.fit_transform(texts)
+    assert ours.vocabulary_ == ref.vocabulary_
+    assert np.array_equal(ours.idf_, ref.idf_)
+    assert (got != want).nnz == 0 and np.array_equal(got.indices, want.indices)
+    assert (_char_wb_tfidf(ours, new, fit=False) != ref.transform(new)).nnz == 0
+    with pytest.raises(ValueError, match="no terms remain"):
+        _char_wb_tfidf(channel._vectorizer("char"), ["ab", "cd"], fit=True)
 
 
 def test_analyzers_can_be_turned_off():

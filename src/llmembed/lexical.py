@@ -177,6 +177,79 @@ def _start_workers(n_jobs: int) -> threading.Thread:
     return thread
 
 
+def _char_wb_tfidf(vec: Any, texts: Sequence[str], fit: bool) -> Any:
+    """``vec.fit_transform(texts)`` (``fit``) or ``vec.transform(texts)`` for a ``char_wb``
+    TfidfVectorizer, the same matrix and vocabulary, several times faster.
+
+    ``char_wb`` n-grams never cross a word boundary, so a text's counts are the sum of its
+    words' counts: each distinct word is analyzed once (by ``vec``'s own analyzer) and the
+    counts come from one sparse product, texts x words @ words x n-grams, instead of a Python
+    dictionary lookup per n-gram of every text (SST-2's 67,349 texts: 9.6M n-gram entries,
+    19,000 distinct words). Fitting then prunes and weighs them as scikit-learn does: columns
+    in sorted n-gram order, ``min_df``, then the ``max_features`` largest total counts.
+
+    Takes: the vectorizer (fitted unless ``fit``), the texts. Returns: the CSR TF-IDF matrix.
+    Raises: ValueError, as scikit-learn's, when fitting keeps no n-gram.
+    """
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    analyze = vec.build_analyzer()
+    words: dict[str, int] = {}
+    token_words: list[int] = []
+    ends = np.zeros(len(texts) + 1, dtype=np.int64)
+    for i, text in enumerate(texts):
+        token_words.extend([words.setdefault(w, len(words)) for w in text.split()])
+        ends[i + 1] = len(token_words)
+    vocab: dict[str, int] = {} if fit else vec.vocabulary_
+    gram_cols: list[int] = []
+    word_ends = np.zeros(len(words) + 1, dtype=np.int64)
+    for j, word in enumerate(words):
+        grams = analyze(word)
+        if fit:
+            gram_cols.extend([vocab.setdefault(g, len(vocab)) for g in grams])
+        else:
+            gram_cols.extend([c for c in map(vocab.get, grams) if c is not None])
+        word_ends[j + 1] = len(gram_cols)
+    if fit and not vocab:
+        raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+    text_words = sp.csr_matrix(
+        (np.ones(len(token_words)), np.asarray(token_words, dtype=np.int64), ends),
+        shape=(len(texts), len(words)),
+    )
+    word_grams = sp.csr_matrix(
+        (np.ones(len(gram_cols)), np.asarray(gram_cols, dtype=np.int64), word_ends),
+        shape=(len(words), len(vocab)),
+    )
+    counts = (text_words @ word_grams).tocsr()
+    counts.sort_indices()
+    tfidf = TfidfTransformer(
+        norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf, sublinear_tf=vec.sublinear_tf
+    )
+    if fit:  # the steps of CountVectorizer._sort_features and _limit_features, the same order
+        terms = list(vocab)
+        order = sorted(range(len(terms)), key=terms.__getitem__)
+        new_col = np.empty(len(terms), dtype=counts.indices.dtype)
+        new_col[order] = np.arange(len(terms))
+        counts.indices = new_col.take(counts.indices)
+        keep = np.bincount(counts.indices, minlength=len(terms)) >= vec.min_df
+        if vec.max_features is not None and keep.sum() > vec.max_features:
+            totals = np.asarray(counts.sum(axis=0)).ravel()
+            top = np.flatnonzero(keep)[(-totals[keep]).argsort()[: vec.max_features]]
+            keep = np.zeros_like(keep)
+            keep[top] = True
+        if not keep.any():
+            raise ValueError("After pruning, no terms remain. Try a lower min_df.")
+        kept = np.flatnonzero(keep)
+        counts = counts[:, kept]
+        vec.vocabulary_ = {terms[order[c]]: i for i, c in enumerate(kept)}
+        tfidf.fit(counts)
+        vec.idf_ = tfidf.idf_
+    else:
+        tfidf.idf_ = vec.idf_
+    return tfidf.transform(counts)
+
+
 class LexicalChannel:
     """TF-IDF n-grams + LinearSVC scores, as a feature array ``[n_texts, 1, width]``.
 
@@ -214,8 +287,16 @@ class LexicalChannel:
         import scipy.sparse as sp
 
         return sp.hstack(
-            [self.vectorizers[a].transform(texts) for a in self.config.analyzers], format="csr"
+            [self._tfidf(a, texts, fit=False) for a in self.config.analyzers], format="csr"
         )
+
+    def _tfidf(self, analyzer: str, texts: Sequence[str], fit: bool) -> Any:
+        """One analyzer's TF-IDF matrix of texts: its vectorizer's ``fit_transform`` (``fit``)
+        or ``transform``, by :func:`_char_wb_tfidf` for the ``char_wb`` analyzer."""
+        vec = self.vectorizers[analyzer]
+        if _ANALYZER_KIND[analyzer] == "char_wb":
+            return _char_wb_tfidf(vec, texts, fit)
+        return vec.fit_transform(texts) if fit else vec.transform(texts)
 
     def _svm(self, seed: int) -> Any:
         from sklearn.svm import LinearSVC
@@ -357,9 +438,9 @@ class LexicalChannel:
         n_jobs = n_jobs if sum(map(len, texts)) >= PARALLEL_CHARS else 1
         workers = _start_workers(n_jobs)  # they start while the texts are vectorized
         for analyzer in self.config.analyzers:
-            vec = self._vectorizer(analyzer)
+            self.vectorizers[analyzer] = self._vectorizer(analyzer)
             try:
-                blocks.append(vec.fit_transform(texts))  # = transform after fit, done once
+                blocks.append(self._tfidf(analyzer, texts, fit=True))  # fitted and applied once
             except ValueError as e:  # "After pruning, no terms remain", "empty vocabulary", ...
                 raise DataError(
                     " ".join(
@@ -369,7 +450,6 @@ class LexicalChannel:
                         f"{analyzer}_ngrams = []".split()
                     )
                 ) from None
-            self.vectorizers[analyzer] = vec
         x = sp.hstack(blocks, format="csr")
         folds = min(self.config.folds, len(texts))
         oof = np.zeros((len(texts), output_width(n_classes, multi)), dtype=np.float32)
