@@ -292,6 +292,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_until_arrived(url: str, n: int, per_request: int, timeout: float = 30.0) -> None:
+    """Wait until the server holds ``n`` predict requests (queued, running or answered) with
+    some still queued, read from /metrics: a fixed sleep lost the race on a loaded machine,
+    where requests still connecting when SIGTERM came were refused."""
+    deadline = time.time() + timeout
+    while True:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        queued = answered = 0.0
+        for line in text.splitlines():
+            if line.startswith("llmembed_queue_depth_texts "):
+                queued = float(line.split()[-1]) / per_request
+            elif line.startswith("llmembed_requests_total{") and '"/v1/predict"' in line:
+                answered += float(line.split()[-1])
+        if queued >= 1 and queued + answered + 1 >= n:  # + 1: the request running now
+            return
+        assert time.time() < deadline, f"only {queued + answered} of {n} requests arrived"
+        time.sleep(0.05)
+
+
 def test_real_server_drains_requests_on_sigterm(model_dir, tmp_path):
     """`llmembed serve` in its own process on loopback: concurrent requests are all answered
     (200) although SIGTERM arrives while most are still queued, then the process exits."""
@@ -335,7 +354,7 @@ def test_real_server_drains_requests_on_sigterm(model_dir, tmp_path):
 
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             jobs = [pool.submit(call) for _ in range(12)]
-            time.sleep(0.3)
+            _wait_until_arrived(url, 12, per_request=64)
             sent_term = time.time()
             proc.send_signal(signal.SIGTERM)
             answers = [j.result() for j in jobs]
