@@ -168,3 +168,37 @@ def test_affine_gradient_in_parts_equals_autograds(rows, monkeypatch):
     again = grads(lambda: training._Affine.apply(x, w, b))
     assert torch.equal(parts[0], again[0]) and torch.equal(parts[1], again[1])
     torch.testing.assert_close(training._Affine.apply(x, w, b), x @ w.T + b)
+
+
+def test_preconditioned_lbfgs_minimizes_as_well_in_fewer_evaluations():
+    """On a design whose eigenvalues spread over four orders of magnitude (as standardized
+    embeddings' do), L-BFGS in the eigenbasis of X^T X / n minimizes the same objective
+    (W = (V * q) U^T is only a change of coordinates) as well or better, for a weak and a
+    strong regularization, and with the weak one in less than half the evaluations."""
+    gen = torch.Generator().manual_seed(0)
+    n, d = 2000, 60
+    rotation = torch.linalg.qr(torch.randn(d, d, generator=gen))[0]
+    x = (torch.randn(n, d, generator=gen) * torch.logspace(-2, 0, d)) @ rotation  # 1e-4 .. 1
+    y = (x @ torch.randn(d, generator=gen) > 0).long()
+    design = training._Fused(x)
+    head = training.FusionHead([(1, d)], 2, HeadConfig(fusion="linear"))
+    term = design.data_term(None, y, training._Objective(head, y.numpy(), None, "accuracy"))
+    basis = training._eigenbasis(design)
+    start = torch.zeros(2, d), torch.zeros(2)
+    for c in (0.01, 100.0):
+        runs = {}
+        for kind, given in (("plain", None), ("preconditioned", basis)):
+            calls = []
+            w, b = training._lbfgs(
+                lambda w, b: calls.append(1) or term(w, b),  # noqa: B023
+                n,
+                start,
+                c,
+                500,
+                given,
+            )
+            loss = torch.nn.functional.cross_entropy(x @ w.T + b, y)
+            runs[kind] = float(loss + 0.5 / (c * n) * w.square().sum()), len(calls)
+        assert runs["preconditioned"][0] <= runs["plain"][0] * (1 + 1e-5), (c, runs)  # as low
+        if c == 100.0:  # weak regularization: the design's own conditioning rules
+            assert 2 * runs["preconditioned"][1] < runs["plain"][1], runs

@@ -6,8 +6,9 @@
 
 Per recipe, dataset and seed (``train.seed``: the head's validation split and the lexical
 channel's folds): one ``LLMEmbedClassifier(recipe=...).fit(train)`` through the public API, scored
-on the test split (accuracy and macro-F1). AG News has no training split here: each seed runs on
-the 5 stratified folds of its test split (train on four, score the fifth) and counts their mean.
+on the test split (accuracy and macro-F1; and the seconds of the fits' lexical channel and head
+from ``timings_``). AG News has no training split here: each seed runs on the 5 stratified folds
+of its test split (train on four, score the fifth) and counts their mean.
 Features come from the reproduce cache of the dataset's group, extracted on first use. Prints
 mean ± std over the seeds and writes every figure as JSON.
 """
@@ -26,16 +27,25 @@ from llmembed_bench.tasks import reproduce_cache
 
 
 def score(recipe: str, seed: int, cache, splits) -> dict[str, float]:
-    """Accuracy and macro-F1 of one seed, averaged over the dataset's splits."""
-    rows = []
+    """Accuracy and macro-F1 of one seed, averaged over the dataset's splits, and the seconds
+    of the fits' lexical channel and head, summed over the splits."""
+    rows, seconds = [], {"lexical": 0.0, "train_head": 0.0}
     for train, train_y, test, test_y in splits:
         clf = LLMEmbedClassifier(
             recipe=recipe, train={"seed": seed}, cache_dir=cache, verbose=False
         )
-        metrics = clf.fit(list(train), np.asarray(train_y)).evaluate(list(test), np.asarray(test_y))
+        clf.fit(list(train), np.asarray(train_y))
+        for stage in seconds:
+            seconds[stage] += clf.timings_.get(stage, 0.0)
+        metrics = clf.evaluate(list(test), np.asarray(test_y))
         rows.append((metrics["accuracy"], metrics["macro_f1"]))
     acc, f1 = np.mean(rows, axis=0)
-    return {"seed": seed, "accuracy": round(float(acc), 4), "macro_f1": round(float(f1), 4)}
+    return {
+        "seed": seed,
+        "accuracy": round(float(acc), 4),
+        "macro_f1": round(float(f1), 4),
+        **{f"{stage}_seconds": round(t, 2) for stage, t in seconds.items()},
+    }
 
 
 def main() -> None:
