@@ -67,7 +67,8 @@ def test_two_processes_write_the_same_texts_once(tmp_path):
     results = [queue.get(timeout=300) for _ in procs]
     for p in procs:
         p.join(60)
-    assert [r[0] for r in results] == ["ok", "ok"], results
+    errors = [r[2] for r in results if r[0] == "error"]
+    assert not errors, "\n".join(errors)  # the writers' whole tracebacks
     assert sum(r[1] for r in results) == 4000  # nothing computed twice
     want = expected(TEXTS)[:, :, :2].tobytes()
     assert all(r[2] == want for r in results)

@@ -84,6 +84,34 @@ def warn_corrupt(name: str, reason: object) -> None:
     )
 
 
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode, waiting up to ``timeout`` s for other connections.
+
+    Why not one ``PRAGMA journal_mode=WAL``: the conversion needs the file to itself, and SQLite
+    does not run the busy handler for it, so two processes opening a new cache folder at once
+    could fail immediately ("database is locked"; seen in CI as a writer that computed nothing).
+    WAL is a property of the file: once any connection has converted it there is nothing left
+    to do and no lock to take.
+
+    Raises:
+        sqlite3.OperationalError: still not converted after ``timeout`` s, or another error.
+    """
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"database is locked: WAL mode not set in {timeout} s")
+        time.sleep(delay)
+        delay = min(2 * delay, 0.1)
+
+
 class FolderIndex:
     """An open connection to one fingerprint folder's index.
 
@@ -112,7 +140,7 @@ class FolderIndex:
             isolation_level=None,
             check_same_thread=False,
         )
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self.conn, timeout)
         self.conn.execute("PRAGMA synchronous=NORMAL")
         if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='keys'").fetchone() is None:
             with self.write() as c:
