@@ -6,9 +6,10 @@
 
 Per recipe, dataset and seed (``train.seed``: the head's validation split and the lexical
 channel's folds): one ``LLMEmbedClassifier(recipe=...).fit(train)`` through the public API, scored
-on the test split (accuracy and macro-F1; and the seconds of the fits' lexical channel and head
-from ``timings_``). AG News has no training split here: each seed runs on the 5 stratified folds
-of its test split (train on four, score the fifth) and counts their mean.
+on the test split (accuracy and macro-F1; the seconds of the fits' lexical channel and head from
+``timings_``, and the linear head's chosen C). AG News has no training split here: each seed
+runs on the 5 stratified folds of its test split (train on four, score the fifth) and counts
+their mean. ``--train``: training settings over the recipe's (JSON, e.g. another C grid).
 Features come from the reproduce cache of the dataset's group, extracted on first use. Prints
 mean ± std over the seeds and writes every figure as JSON.
 """
@@ -16,6 +17,7 @@ mean ± std over the seeds and writes every figure as JSON.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +28,16 @@ from llmembed_bench.jsonio import seed_summary, write_json
 from llmembed_bench.tasks import reproduce_cache
 
 
-def score(recipe: str, seed: int, cache, splits) -> dict[str, float]:
+def score(recipe: str, seed: int, cache, splits, settings: dict) -> dict[str, float]:
     """Accuracy and macro-F1 of one seed, averaged over the dataset's splits, and the seconds
     of the fits' lexical channel and head, summed over the splits."""
-    rows, seconds = [], {"lexical": 0.0, "train_head": 0.0}
+    rows, seconds, chosen = [], {"lexical": 0.0, "train_head": 0.0}, []
     for train, train_y, test, test_y in splits:
         clf = LLMEmbedClassifier(
-            recipe=recipe, train={"seed": seed}, cache_dir=cache, verbose=False
+            recipe=recipe, train={**settings, "seed": seed}, cache_dir=cache, verbose=False
         )
         clf.fit(list(train), np.asarray(train_y))
+        chosen.append(clf.history_[-1].get("C"))  # the linear head's C (None for an MLP)
         for stage in seconds:
             seconds[stage] += clf.timings_.get(stage, 0.0)
         metrics = clf.evaluate(list(test), np.asarray(test_y))
@@ -45,6 +48,7 @@ def score(recipe: str, seed: int, cache, splits) -> dict[str, float]:
         "accuracy": round(float(acc), 4),
         "macro_f1": round(float(f1), 4),
         **{f"{stage}_seconds": round(t, 2) for stage, t in seconds.items()},
+        "C": chosen,
     }
 
 
@@ -53,6 +57,7 @@ def main() -> None:
     ap.add_argument("--recipes", default="cpu-fast")
     ap.add_argument("--datasets", default="r8,r52,mr,sst2,agnews")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--train", default="{}", help='training settings, JSON: {"C": [0.1, 1]}')
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
     out: dict[str, dict] = {}
@@ -60,7 +65,8 @@ def main() -> None:
         ds = load_benchmark(name)
         cache, splits = reproduce_cache(name), list(ds.splits())
         for recipe in args.recipes.split(","):
-            rows = [score(recipe, int(s), cache, splits) for s in args.seeds.split(",")]
+            settings = json.loads(args.train)
+            rows = [score(recipe, int(s), cache, splits, settings) for s in args.seeds.split(",")]
             summary = seed_summary(rows, ("accuracy", "macro_f1"))
             out.setdefault(name, {})[recipe] = {"splits": len(splits), "seeds": rows, **summary}
             print(
