@@ -60,12 +60,12 @@ def main() -> None:
     ap.add_argument("--train", default="{}", help='training settings, JSON: {"C": [0.1, 1]}')
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
+    settings = json.loads(args.train)
     out: dict[str, dict] = {}
     for name in args.datasets.split(","):
         ds = load_benchmark(name)
         cache, splits = reproduce_cache(name), list(ds.splits())
         for recipe in args.recipes.split(","):
-            settings = json.loads(args.train)
             rows = [score(recipe, int(s), cache, splits, settings) for s in args.seeds.split(",")]
             summary = seed_summary(rows, ("accuracy", "macro_f1"))
             out.setdefault(name, {})[recipe] = {"splits": len(splits), "seeds": rows, **summary}

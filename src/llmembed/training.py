@@ -708,5 +708,4 @@ def _lbfgs(
         return loss + penalty.detach()
 
     opt.step(closure)
-    with torch.no_grad():
-        return weights(v).detach(), b.detach()
+    return weights(v).detach(), b.detach()
