@@ -63,6 +63,26 @@ def test_standardization_buffers_are_used():
     torch.testing.assert_close(fused[:, 2:].mean(0), torch.zeros(2))
 
 
+def test_balance_gives_every_linear_input_the_same_total_variance():
+    wide, narrow = torch.randn(200, 2, 24) * 5 + 1, torch.randn(200, 1, 3) * 0.1
+    head = FusionHead([(2, 24), (1, 3)], 3, HeadConfig(fusion="linear", balance=True))
+    head.set_standardization([wide, narrow])
+    fused = head.fuse([wide, narrow])
+    variance = fused.var(0)
+    # 48 dimensions of variance 1 against 3 dimensions scaled by sqrt(48 / 3): 48 each.
+    torch.testing.assert_close(variance[:48].sum(), torch.tensor(48.0))
+    torch.testing.assert_close(variance[48:].sum(), torch.tensor(48.0))
+    plain = FusionHead([(2, 24), (1, 3)], 3, HeadConfig(fusion="linear"))
+    plain.set_standardization([wide, narrow])
+    torch.testing.assert_close(plain.fuse([wide, narrow]).var(0)[48:].sum(), torch.tensor(3.0))
+    # Only the linear fusion is balanced: the MLP heads standardize as before.
+    mlp = FusionHead([(1, 3)], 3, HeadConfig(fusion="mean", proj_dim=3, hidden=[], balance=True))
+    mlp.set_standardization([narrow])
+    torch.testing.assert_close(mlp.std_0, narrow.std(0))
+    with pytest.raises(LLMEmbedError, match="balance must be true or false"):
+        HeadConfig(balance="yes")
+
+
 def test_double_softmax_loss_differs():
     logits = torch.tensor([[4.0, -4.0]])
     target = torch.tensor([0])

@@ -367,6 +367,27 @@ def test_fit_predict_save_load_round_trip(lexical_model, toy_texts, tmp_path):
     assert LLMEmbedClassifier.load(tmp_path / "again", device="cpu", verbose=False).lexical_ is None
 
 
+def test_balanced_linear_head_round_trip(tiny_llama, tiny_bert, tmp_path):
+    texts, labels = keyword_texts(60, seed=0)
+    recipe = tiny_recipe(tiny_llama, tiny_bert, head={"fusion": "linear", "balance": True})
+    clf = LLMEmbedClassifier(recipe=recipe, lexical={"enabled": True}, verbose=False)
+    clf.fit(texts, labels)
+    plain = clone(clf).set_params(head={"balance": False}).fit(texts, labels)
+    # blocks 3x32, 1x24 and the lexical 1x3: each one's deviations divided by sqrt(96 / width)
+    assert [n * w for n, w in clf.head_.shapes] == [96, 24, 3]
+    for i, scale in enumerate([1.0, 2.0, 32**0.5]):
+        np.testing.assert_allclose(
+            getattr(plain.head_, f"std_{i}").numpy() / getattr(clf.head_, f"std_{i}").numpy(),
+            scale,
+            rtol=1e-5,
+        )
+    folder = clf.save_pretrained(tmp_path / "model")
+    assert json.loads((folder / CONFIG_NAME).read_text())["recipe"]["head"]["balance"] is True
+    loaded = LLMEmbedClassifier.from_pretrained(folder, device="cpu", verbose=False)
+    assert loaded.head_.config.balance is True
+    np.testing.assert_array_equal(loaded.predict_proba(texts), clf.predict_proba(texts))
+
+
 def test_lexical_channel_wins_where_words_decide(lexical_model, tiny_llama, tiny_bert):
     """Labels decided by words the tiny models read as their unknown token: the neural head is
     at chance, the lexical channel alone, and the head fusing it, are right."""

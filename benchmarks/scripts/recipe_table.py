@@ -9,7 +9,8 @@ channel's folds): one ``LLMEmbedClassifier(recipe=...).fit(train)`` through the 
 on the test split (accuracy and macro-F1; the seconds of the fits' lexical channel and head from
 ``timings_``, and the linear head's chosen C). AG News has no training split here: each seed
 runs on the 5 stratified folds of its test split (train on four, score the fifth) and counts
-their mean. ``--train``: training settings over the recipe's (JSON, e.g. another C grid).
+their mean. ``--train`` / ``--head``: training / head settings over the recipe's (JSON, e.g.
+another C grid, or ``{"balance": true}``).
 Features come from the reproduce cache of the dataset's group, extracted on first use. Prints
 mean ± std over the seeds and writes every figure as JSON.
 """
@@ -28,13 +29,17 @@ from llmembed_bench.jsonio import seed_summary, write_json
 from llmembed_bench.tasks import reproduce_cache
 
 
-def score(recipe: str, seed: int, cache, splits, settings: dict) -> dict[str, float]:
+def score(recipe: str, seed: int, cache, splits, settings: dict, head: dict) -> dict[str, float]:
     """Accuracy and macro-F1 of one seed, averaged over the dataset's splits, and the seconds
     of the fits' lexical channel and head, summed over the splits."""
     rows, seconds, chosen = [], {"lexical": 0.0, "train_head": 0.0}, []
     for train, train_y, test, test_y in splits:
         clf = LLMEmbedClassifier(
-            recipe=recipe, train={**settings, "seed": seed}, cache_dir=cache, verbose=False
+            recipe=recipe,
+            train={**settings, "seed": seed},
+            head=head or None,
+            cache_dir=cache,
+            verbose=False,
         )
         clf.fit(list(train), np.asarray(train_y))
         chosen.append(clf.history_[-1].get("C"))  # the linear head's C (None for an MLP)
@@ -58,15 +63,17 @@ def main() -> None:
     ap.add_argument("--datasets", default="r8,r52,mr,sst2,agnews")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--train", default="{}", help='training settings, JSON: {"C": [0.1, 1]}')
+    ap.add_argument("--head", default="{}", help='head settings, JSON: {"balance": true}')
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
-    settings = json.loads(args.train)
+    settings, head = json.loads(args.train), json.loads(args.head)
     out: dict[str, dict] = {}
     for name in args.datasets.split(","):
         ds = load_benchmark(name)
         cache, splits = reproduce_cache(name), list(ds.splits())
         for recipe in args.recipes.split(","):
-            rows = [score(recipe, int(s), cache, splits, settings) for s in args.seeds.split(",")]
+            seeds = [int(s) for s in args.seeds.split(",")]
+            rows = [score(recipe, s, cache, splits, settings, head) for s in seeds]
             summary = seed_summary(rows, ("accuracy", "macro_f1"))
             out.setdefault(name, {})[recipe] = {"splits": len(splits), "seeds": rows, **summary}
             print(

@@ -59,6 +59,12 @@ def candidates() -> dict[str, tuple[list[BackboneSpec], HeadConfig, TrainConfig,
         "eg L20, linear": ([eg("20")], linear, lin_train, False),
         "eg L20 + lexical, linear": ([eg("20")], linear, lin_train, True),
         "eg L24 + lexical, linear": ([eg("24")], linear, lin_train, True),
+        "eg L24 + lexical, linear, balanced": (
+            [eg("24")],
+            HeadConfig(fusion="linear", balance=True),
+            lin_train,
+            True,
+        ),
         "eg L20 + mpnet + lexical, linear": ([eg("20"), mpnet], linear, lin_train, True),
         "eg L24 + lexical, mlp": (
             [eg("24")],

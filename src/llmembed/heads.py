@@ -40,13 +40,18 @@ class HeadConfig(Settings):
     stack: late fusion: each backbone's vectors are first scored by their own logistic
         regression, out of fold on the training texts, and the head fuses those scores
         (:mod:`llmembed.stacking`) instead of the vectors.
+    balance: linear fusion only: each input's standardized block is scaled by
+        sqrt(widest block / its width), so every input (backbone or lexical channel) carries the
+        same total variance. Why: the L2 penalty treats every dimension alike, and a narrow,
+        decisive block (the lexical channel's handful of class scores) is otherwise shrunk as
+        hard as each of a backbone's hundreds of dimensions. Equivalent to a penalty per block.
 
     Raises:
         ConfigError: an unknown fusion, a non-positive proj_dim or a non-bool stack.
     """
 
     table = "head setting"
-    quiet_defaults = ("stack",)
+    quiet_defaults = ("stack", "balance")
 
     fusion: str = "cooc"
     proj_dim: int = 1024
@@ -58,12 +63,14 @@ class HeadConfig(Settings):
     standardize: bool = True
     double_softmax: bool = False
     stack: bool = False
+    balance: bool = False
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
-        if not isinstance(self.stack, bool):
-            raise ConfigError(f"stack must be true or false, not {self.stack!r}")
+        for name in ("stack", "balance"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.proj_dim < 1:
             raise ConfigError("proj_dim must be positive")
         self.hidden = [int(h) for h in self.hidden]
@@ -140,10 +147,15 @@ class FusionHead(nn.Module):
     def set_moments(self, means: list[torch.Tensor], stds: list[torch.Tensor]) -> None:
         """Record given per-dimension means / standard deviations, one [n_vectors, width] pair
         per backbone (for features streamed from disk, whose moments are summed block by
-        block); a deviation under 1e-6 counts as 1e-6."""
+        block); a deviation under 1e-6 counts as 1e-6. With ``balance`` (linear fusion) each
+        block's deviations are divided by its scale (see :class:`HeadConfig`): the scale is
+        saved with the head and applied wherever it standardizes."""
+        widths = [n * w for n, w in self.shapes]
+        balance = self.config.balance and self.config.fusion == "linear"
         for i, (mean, std) in enumerate(zip(means, stds)):
+            scale = (max(widths) / widths[i]) ** 0.5 if balance else 1.0
             getattr(self, f"mean_{i}").copy_(mean)
-            getattr(self, f"std_{i}").copy_(std.clamp(min=1e-6))
+            getattr(self, f"std_{i}").copy_(std.clamp(min=1e-6) / scale)
 
     def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The features the MLP sees: fused projected vectors (+ raw mean of one backbone).
