@@ -149,6 +149,30 @@ def test_torch_threads_sets_and_restores():
         pass
 
 
+def test_refresh_threads_follows_the_load_inside_automatic_blocks_only(fresh_policy):
+    import torch
+
+    load = [1.0]  # another process keeps one of two cores busy when the block opens
+    fresh_policy.setattr(hardware, "busy_cores", lambda seconds=0.1: load[0])
+    fresh_policy.setattr(hardware, "usable_cores", lambda: 2)
+    fresh_policy.setattr(hardware, "_POLICY_TTL", 0.0)
+    before = torch.get_num_threads()
+    with hardware.torch_threads() as n:
+        assert n == 1 and torch.get_num_threads() == 1
+        load[0] = 0.0  # ... and then finishes
+        hardware.refresh_threads()
+        assert torch.get_num_threads() == 2
+        with hardware.torch_threads(1):  # an explicit count is never overridden
+            hardware.refresh_threads()
+            assert torch.get_num_threads() == 1
+        load[0] = 1.0
+        hardware.refresh_threads()
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    hardware.refresh_threads()  # outside any block: nothing changes
+    assert torch.get_num_threads() == before
+
+
 def test_busy_cores_sees_another_busy_process():
     import subprocess
     import sys

@@ -30,6 +30,7 @@ __all__ = [
     "cpu_has_bf16",
     "cpu_model",
     "default_threads",
+    "refresh_threads",
     "torch_threads",
     "usable_cores",
 ]
@@ -177,6 +178,7 @@ _SAMPLE_SECONDS = 0.1
 _POLICY_TTL = 10.0  # seconds a measured thread count is reused (predict may be called often)
 _policy_lock = threading.Lock()
 _policy: tuple[float, int] | None = None
+_automatic = threading.local()  # .depth: torch_threads(None) blocks open in this thread
 
 
 def _busy_ticks() -> tuple[int, int] | None:
@@ -252,8 +254,30 @@ def torch_threads(threads: int | None = None) -> Iterator[int]:
     before = torch.get_num_threads()
     if n != before:
         torch.set_num_threads(n)
+    depth = getattr(_automatic, "depth", 0)
+    _automatic.depth = depth + 1 if threads is None else 0
     try:
         yield n
     finally:
-        if n != before:
+        _automatic.depth = depth
+        if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def refresh_threads() -> None:
+    """Inside a ``torch_threads(None)`` block, set torch's thread count to
+    :func:`default_threads` again (measured at most every 10 s); elsewhere, or under an
+    explicit count, do nothing.
+
+    Why: the busy measure is a 0.1 s sample taken when a fit starts, and a blip then (a
+    process starting, a job finishing) would hold an hour-long extraction at one thread on an
+    idle machine, or at two on a machine that became busy. Long loops call this between units
+    of work (the embedding cache: between chunks).
+    """
+    if getattr(_automatic, "depth", 0) == 0:
+        return
+    import torch
+
+    n = default_threads()
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)

@@ -40,14 +40,14 @@ class HeadConfig(Settings):
     stack: late fusion: each backbone's vectors are first scored by their own logistic
         regression, out of fold on the training texts, and the head fuses those scores
         (:mod:`llmembed.stacking`) instead of the vectors.
-    balance: linear fusion only: each input's standardized block is scaled by
+    balance: linear fusion with standardize only: each input's standardized block is scaled by
         sqrt(widest block / its width), so every input (backbone or lexical channel) carries the
         same total variance. Why: the L2 penalty treats every dimension alike, and a narrow,
         decisive block (the lexical channel's handful of class scores) is otherwise shrunk as
         hard as each of a backbone's hundreds of dimensions. Equivalent to a penalty per block.
 
     Raises:
-        ConfigError: an unknown fusion, a non-positive proj_dim or a non-bool stack.
+        ConfigError: an unknown fusion, a non-positive proj_dim or a non-bool stack / balance.
     """
 
     table = "head setting"
