@@ -77,6 +77,14 @@ def test_same_text_same_vector_whatever_the_batch(tiny_llama):
         np.testing.assert_allclose(mixed[row], alone, rtol=1e-4, atol=1e-6)
 
 
+def test_threads_are_refreshed_between_batches(tiny_llama, monkeypatch):
+    calls = []
+    monkeypatch.setattr("llmembed.backbones.refresh_threads", lambda: calls.append(1))
+    spec = BackboneSpec(str(tiny_llama), dtype="float32", max_batch_size=4)
+    Backbone(spec, device="cpu").embed([f"text {i}" for i in range(10)], progress=False)
+    assert len(calls) == 3  # before each batch: 4, 4 and 2 texts
+
+
 def test_early_stop_gives_same_middle_layers(tiny_llama):
     """Stopping after the deepest requested layer changes nothing in the vectors."""
     shallow = Backbone(BackboneSpec(str(tiny_llama), layers="1,2", dtype="float32"), "cpu")

@@ -204,12 +204,3 @@ def test_progress_bar_counts_tokens(tmp_path, monkeypatch):
     assert [b.total for b in bars] == [sum(tokens[:10]), sum(tokens[10:])]
     assert all(b.n == b.total and b.kw["unit"] == "tok" for b in bars)
     assert bars[1].kw["desc"] == "embed counting (20 texts)"
-
-
-def test_threads_are_refreshed_between_chunks(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr("llmembed.cache.refresh_threads", lambda: calls.append(1))
-    EmbeddingCache(tmp_path, chunk_size=4).embed(
-        CountingBackbone(), [f"text {i}" for i in range(10)], progress=False
-    )
-    assert len(calls) == 3  # before each chunk: 4, 4 and 2 texts

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from . import files
 from .config import Settings, is_int
 from .errors import ConfigError, ExtractionOOMError, ModelLoadError
-from .hardware import cpu_has_bf16
+from .hardware import cpu_has_bf16, refresh_threads
 from .introspect import (
     ModelInfo,
     _model_not_found,
@@ -797,6 +797,7 @@ class Backbone:
         owners = np.repeat(np.arange(len(windows)), counts)
         pool = _WindowPool(counts, self.spec.chunk_pooling)
         for batch in self.plan_batches([len(ids) for ids in seqs]):
+            refresh_threads()  # the machine's load may have changed since the last batch
             vectors = self._forward(*self._pad([seqs[i] for i in batch])).cpu().numpy()
             finished = pool.add(owners[batch], vectors)
             if finished is not None:

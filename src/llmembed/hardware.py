@@ -272,7 +272,7 @@ def refresh_threads() -> None:
     Why: the busy measure is a 0.1 s sample taken when a fit starts, and a blip then (a
     process starting, a job finishing) would hold an hour-long extraction at one thread on an
     idle machine, or at two on a machine that became busy. Long loops call this between units
-    of work (the embedding cache: between chunks).
+    of work (extraction: between batches, :meth:`llmembed.backbones.Backbone.iter_embed`).
     """
     if getattr(_automatic, "depth", 0) == 0:
         return

@@ -43,7 +43,6 @@ from tqdm.auto import tqdm
 
 from ..errors import LLMEmbedError
 from ..files import atomic_write_json
-from ..hardware import refresh_threads
 from ._chunks import (
     FORMAT_VERSION,
     CorruptChunk,
@@ -470,7 +469,6 @@ class EmbeddingCache:
         bar: _TokenBar,
     ) -> None:
         """Embed one chunk of missing texts, write it, index it (caller holds the lock)."""
-        refresh_threads()  # the machine's load may have changed since the last chunk
         emb = backbone.embed([text_of[k] for k in part], progress=False, on_batch=bar.counter(part))
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         shape = (int(emb.shape[1]), int(emb.shape[2]))
