@@ -67,12 +67,12 @@ def main() -> None:
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
     settings, head = json.loads(args.train), json.loads(args.head)
+    seeds = [int(s) for s in args.seeds.split(",")]
     out: dict[str, dict] = {}
     for name in args.datasets.split(","):
         ds = load_benchmark(name)
         cache, splits = reproduce_cache(name), list(ds.splits())
         for recipe in args.recipes.split(","):
-            seeds = [int(s) for s in args.seeds.split(",")]
             rows = [score(recipe, s, cache, splits, settings, head) for s in seeds]
             summary = seed_summary(rows, ("accuracy", "macro_f1"))
             out.setdefault(name, {})[recipe] = {"splits": len(splits), "seeds": rows, **summary}
