@@ -150,6 +150,19 @@ def test_fingerprint_depends_on_settings(tiny_llama):
     assert a.fingerprint() == c.fingerprint()  # batching does not change the vectors
 
 
+def test_spellings_of_the_same_layers_share_a_fingerprint(tiny_llama):
+    """The fingerprint keys the cache on the resolved hidden states (tiny_llama has 4), so
+    "-1" and "3" are one folder; the legacy fingerprint (0.1.0's folders) told them apart."""
+    names = {}
+    for layers in ("-1", "3", "3:", "1,-1", "1,3"):
+        bb = Backbone(BackboneSpec(str(tiny_llama), layers=layers), "cpu")
+        names[layers] = bb.fingerprint(), bb.legacy_fingerprint()
+    assert names["-1"][0] == names["3"][0] == names["3:"][0] != names["1,-1"][0]
+    assert names["1,-1"][0] == names["1,3"][0]
+    legacy = [old for _, old in names.values()]
+    assert len(set(legacy)) == len(legacy) and not set(legacy) & {new for new, _ in names.values()}
+
+
 def test_unknown_model_says_how_to_get_it(tmp_path):
     with pytest.raises(ModelLoadError, match="llmembed models"):
         Backbone(BackboneSpec(str(tmp_path / "no-such-model")), "cpu").load()
@@ -255,6 +268,9 @@ def test_fingerprint_formula_is_unchanged(tiny_llama):
         "dtype": "torch.float32",
         "version": 1,
     }
+    legacy = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    assert bb.legacy_fingerprint() == legacy  # llmembed 0.1.0's: the layer spec as written too
+    del payload["spec"]["layers"]
     want = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
     assert bb.fingerprint() == want
 

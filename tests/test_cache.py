@@ -122,6 +122,25 @@ def test_real_backbone_cached_equals_uncached(tmp_path, tiny_llama):
     assert cache.last_hits == 3
 
 
+def test_a_folder_of_the_legacy_fingerprint_is_still_read(tmp_path, tiny_llama):
+    """Vectors cached by llmembed 0.1.0 sit under the backbone's legacy fingerprint: they are
+    read (and new texts added there) rather than computed again into a second folder."""
+    spec = BackboneSpec(str(tiny_llama), layers="-1", dtype="float32")
+    texts = ["good movie", "bad film", "the cat"]
+    first = Backbone(spec, "cpu")
+    expected = EmbeddingCache(tmp_path).embed(first, texts, progress=False)
+    legacy = first.legacy_fingerprint()
+    (tmp_path / first.fingerprint()).rename(tmp_path / legacy)  # the folder as 0.1.0 named it
+    cache = EmbeddingCache(tmp_path)
+    out = cache.embed(Backbone(spec, "cpu"), [*texts, "a new text"], progress=False)
+    assert (cache.last_hits, cache.last_misses) == (3, 1)
+    np.testing.assert_array_equal(out[:3], expected)
+    assert [p.name for p in tmp_path.iterdir()] == [legacy]
+    reader = EmbeddingCache(tmp_path, read_only=True)
+    reader.embed(Backbone(spec, "cpu"), [*texts, "a new text"], progress=False)
+    assert reader.last_misses == 0
+
+
 def test_failed_chunk_write_leaves_no_temp_file(tmp_path, monkeypatch):
     from llmembed.cache import _chunks as cache_module
 

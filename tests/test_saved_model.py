@@ -187,6 +187,19 @@ def test_edited_backbone_spec_is_refused(model, key, value, expected):
         load(model)
 
 
+def test_a_pin_of_the_legacy_fingerprint_loads(model):
+    """A model saved by llmembed 0.1.0 pinned its backbones' legacy fingerprint: it still loads;
+    a pin that is neither fingerprint is still refused."""
+    data = json.loads((model / CONFIG_NAME).read_text())
+    backbone = Backbone(BackboneSpec.from_dict(data["recipe"]["backbones"][0]), device="cpu")
+    assert data["backbones"][0]["fingerprint"] == backbone.fingerprint()
+    edit_json(model, lambda d: d["backbones"][0].update(fingerprint=backbone.legacy_fingerprint()))
+    assert load(model).predict(TEXTS[:2]).shape == (2,)
+    edit_json(model, lambda d: d["backbones"][0].update(fingerprint="0" * 32))
+    with pytest.raises(ModelLoadError, match=f"fingerprint 0{{32}} -> {backbone.fingerprint()}"):
+        load(model)
+
+
 def test_zoo_name_resolving_elsewhere(tmp_path, tiny_llama, tiny_bert, monkeypatch):
     other = Path(shutil.copytree(tiny_llama, tmp_path / "other"))
     perturb_weights(other)

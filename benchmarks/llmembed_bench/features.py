@@ -130,17 +130,16 @@ class FeatureStore:
                 continue
             # The folder must be exactly this spec (same weights, dtype, version), its layers
             # written as the writer wrote them ("-1" and "12" are the same hidden state).
+            # A folder of llmembed 0.1.0 is named after the legacy fingerprint of that spelling.
             written = {str(spec.get("layers")), ",".join(map(str, layers))}
+            folder_name = meta_path.parent.name
+
+            def names(w: str) -> tuple[str, str]:
+                bb = Backbone(replace(base, layers=w), device=self.device)
+                return bb.fingerprint(), bb.legacy_fingerprint()
+
             try:
-                match = next(
-                    (
-                        w
-                        for w in sorted(written)
-                        if Backbone(replace(base, layers=w), device=self.device).fingerprint()
-                        == meta_path.parent.name
-                    ),
-                    None,
-                )
+                match = next((w for w in sorted(written) if folder_name in names(w)), None)
             except Exception:  # noqa: BLE001 - an unusable entry is simply not reused
                 continue
             if match is None:

@@ -506,7 +506,7 @@ class Backbone:
         self._causal = False
         self._window_plan: _WindowPlan | None = None  # how long texts are cut ("chunk")
         self.info: ModelInfo | None = None
-        self._fingerprint: str | None = None
+        self._fingerprint: tuple[str, str] | None = None  # current, legacy
         self._init_locks()
 
     def _init_locks(self) -> None:
@@ -677,22 +677,36 @@ class Backbone:
         32 hex characters; it keys the on-disk embedding cache. A local model (folder or
         ``.gguf``) is identified by its files' hashes and its layer indices come from its config,
         so nothing is loaded: a run whose texts are all cached never loads the model. A hub
-        model is loaded for its resolved commit. Computed once (under the load lock, so threads
-        asking at once hash the files once).
+        model is loaded for its resolved commit. The layers count as resolved indices, so two
+        spellings of the same hidden states ("-1" and "24" of a 25-hidden-state model) share
+        one fingerprint. Computed once (under the load lock, so threads asking at once hash the
+        files once).
 
         Raises:
             ModelLoadError: as :meth:`load`; a reference that is not a model is refused before
                 any file is hashed.
             ConfigError: as :meth:`load`.
         """
+        return self._fingerprints()[0]
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of llmembed 0.1.0, which also hashed the layer spec as written (so
+        "-1" and "24" had two). Cache folders and saved models from then carry it: the cache
+        still reads such a folder, and a saved model's pin still matches.
+
+        Raises: as :meth:`fingerprint`.
+        """
+        return self._fingerprints()[1]
+
+    def _fingerprints(self) -> tuple[str, str]:
         if self._fingerprint is not None:
             return self._fingerprint
         with self._lock:
             if self._fingerprint is None:
-                self._fingerprint = self._compute_fingerprint()
+                self._fingerprint = self._compute_fingerprints()
         return self._fingerprint
 
-    def _compute_fingerprint(self) -> str:
+    def _compute_fingerprints(self) -> tuple[str, str]:
         self.check_reference()  # before any hashing: a parent folder must not be walked
         identity = _local_identity(self.reference)
         if identity is None:  # hub model: its resolved commit, known after loading
@@ -713,8 +727,10 @@ class Backbone:
             "dtype": str(self.dtype),
             "version": EXTRACTION_VERSION,
         }
-        blob = json.dumps(payload, sort_keys=True).encode()
-        return files.sha256_bytes(blob)[:32]
+        legacy = files.sha256_bytes(json.dumps(payload, sort_keys=True).encode())[:32]
+        spec.pop("layers", None)  # "layers" below holds them, resolved
+        current = files.sha256_bytes(json.dumps(payload, sort_keys=True).encode())[:32]
+        return current, legacy
 
     def _resolved_layers(self) -> list[int]:
         """Absolute hidden-state indices: the loaded model's, else resolved from the config

@@ -1057,5 +1057,5 @@ def _pinned_spec(backbone: Backbone) -> tuple[BackboneSpec, str]:
     backbone.load()
     twin = copy.copy(backbone)
     twin.spec = spec
-    twin._fingerprint = None  # the fingerprint is memoized per Backbone: recompute for spec
+    twin._fingerprint = None  # the fingerprints are memoized per Backbone: recompute
     return spec, twin.fingerprint()

@@ -1057,12 +1057,12 @@ def check_backbones(folder: str | Path, saved: SavedModel, backbones: list[Backb
     for i, (pin, bb) in enumerate(zip(saved.backbones, backbones)):
         name = bb.spec.model
         try:
-            fingerprint = bb.fingerprint()
+            fingerprints = bb.fingerprint(), bb.legacy_fingerprint()  # saved by 0.1.0: legacy
         except LLMEmbedError as e:
             raise ModelLoadError(
                 _one_line(f"{folder}: backbone {i} ({name}) cannot be loaded: {e}")
             ) from None
-        if fingerprint == pin.fingerprint:
+        if pin.fingerprint in fingerprints:
             continue
         changes = []
         if name != pin.model:
@@ -1081,7 +1081,7 @@ def check_backbones(folder: str | Path, saved: SavedModel, backbones: list[Backb
         raise ModelLoadError(
             _one_line(
                 f"{file}: backbone {i} ({name}) is not the one this head was trained on: "
-                f"{'; '.join(changes)} (fingerprint {pin.fingerprint} -> {fingerprint}). "
+                f"{'; '.join(changes)} (fingerprint {pin.fingerprint} -> {fingerprints[0]}). "
                 f"Restore that backbone, or load anyway with {OPT_OUT}; predictions may then "
                 "be wrong."
             )

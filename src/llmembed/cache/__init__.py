@@ -221,6 +221,17 @@ class _Result:
         return out
 
 
+def _folder_of(root: Path, backbone: Backbone) -> Path:
+    """The backbone's folder under ``root``: its fingerprint's, unless only the folder of its
+    ``legacy_fingerprint()`` (llmembed 0.1.0's formula; optional for a backbone) exists: vectors
+    cached then are read and added to there instead of being computed again."""
+    folder = root / backbone.fingerprint()
+    legacy = getattr(backbone, "legacy_fingerprint", None)
+    if legacy is not None and not folder.exists() and (root / legacy()).is_dir():
+        return root / legacy()
+    return folder
+
+
 def _remove_stale_spills(root: Path) -> None:
     """Delete the spill folders (``.spill-<pid>-*``) of processes that no longer run."""
     for folder in root.glob(".spill-*"):
@@ -368,7 +379,7 @@ class EmbeddingCache:
             spill = _Spill(Path(spill_dir) / f"{backbone.fingerprint()}.npy", spill_over)
         if self.read_only:
             return self._embed_read_only(backbone, texts, progress, spill)
-        folder = self.root / backbone.fingerprint()
+        folder = _folder_of(self.root, backbone)
         folder.mkdir(parents=True, exist_ok=True)
         ident = os.stat(folder)
         meta_path = folder / "meta.json"
@@ -654,7 +665,7 @@ class EmbeddingCache:
 
         result = _Result(uniq, spill)
         if uniq:
-            _read_only_rows(self.root / backbone.fingerprint(), uniq, result)
+            _read_only_rows(_folder_of(self.root, backbone), uniq, result)
         missing = [k for k in uniq if not result.has(k)]
         computed = set(missing)
         if missing:
