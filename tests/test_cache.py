@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from llmembed.backbones import Backbone, BackboneSpec
-from llmembed.cache import EmbeddingCache
+from llmembed.cache import EmbeddingCache, text_key
 
 
 class CountingBackbone:
@@ -136,6 +136,7 @@ def test_a_folder_of_the_legacy_fingerprint_is_still_read(tmp_path, tiny_llama):
     assert (cache.last_hits, cache.last_misses) == (3, 1)
     np.testing.assert_array_equal(out[:3], expected)
     assert [p.name for p in tmp_path.iterdir()] == [legacy]
+    assert cache.fingerprint_of(first) == legacy and cache.cached(legacy, [text_key("bad film")])
     reader = EmbeddingCache(tmp_path, read_only=True)
     reader.embed(Backbone(spec, "cpu"), [*texts, "a new text"], progress=False)
     assert reader.last_misses == 0

@@ -207,7 +207,7 @@ class FeatureStore:
         bb = Backbone(spec, device=self.device)
         cache = EmbeddingCache(self.root / self.task.group)
         keys = [text_key(t) for t in self.task.texts]
-        fingerprint = bb.fingerprint()  # from the files: the model is not loaded for it
+        fingerprint = cache.fingerprint_of(bb)  # from the files: the model is not loaded
         if cache.cached(fingerprint, keys) == len(set(keys)):  # no superset needed
             return 0
         # describe() loads the model: only for a folder that has no meta.json yet

@@ -221,17 +221,6 @@ class _Result:
         return out
 
 
-def _folder_of(root: Path, backbone: Backbone) -> Path:
-    """The backbone's folder under ``root``: its fingerprint's, unless only the folder of its
-    ``legacy_fingerprint()`` (llmembed 0.1.0's formula; optional for a backbone) exists: vectors
-    cached then are read and added to there instead of being computed again."""
-    folder = root / backbone.fingerprint()
-    legacy = getattr(backbone, "legacy_fingerprint", None)
-    if legacy is not None and not folder.exists() and (root / legacy()).is_dir():
-        return root / legacy()
-    return folder
-
-
 def _remove_stale_spills(root: Path) -> None:
     """Delete the spill folders (``.spill-<pid>-*``) of processes that no longer run."""
     for folder in root.glob(".spill-*"):
@@ -379,7 +368,7 @@ class EmbeddingCache:
             spill = _Spill(Path(spill_dir) / f"{backbone.fingerprint()}.npy", spill_over)
         if self.read_only:
             return self._embed_read_only(backbone, texts, progress, spill)
-        folder = _folder_of(self.root, backbone)
+        folder = self.root / self.fingerprint_of(backbone)
         folder.mkdir(parents=True, exist_ok=True)
         ident = os.stat(folder)
         meta_path = folder / "meta.json"
@@ -540,6 +529,17 @@ class EmbeddingCache:
             index.close()
         return written
 
+    def fingerprint_of(self, backbone: Backbone) -> str:
+        """The name of the folder that holds ``backbone``'s vectors here: its fingerprint,
+        unless only the folder of its ``legacy_fingerprint()`` (llmembed 0.1.0's formula;
+        optional for a backbone) exists, so that vectors cached then are read and added to
+        instead of being computed again. For :meth:`cached` / :meth:`add` callers too."""
+        current = backbone.fingerprint()
+        legacy = getattr(backbone, "legacy_fingerprint", lambda: current)()
+        if not (self.root / current).exists() and (self.root / legacy).is_dir():
+            return legacy
+        return current
+
     def cached(self, fingerprint: str, keys: Sequence[bytes]) -> int:
         """How many of ``keys`` (:func:`text_key` of each text) the fingerprint's folder holds,
         by its index, writing nothing: 0 for a folder that is not there. For callers that
@@ -665,7 +665,7 @@ class EmbeddingCache:
 
         result = _Result(uniq, spill)
         if uniq:
-            _read_only_rows(_folder_of(self.root, backbone), uniq, result)
+            _read_only_rows(self.root / self.fingerprint_of(backbone), uniq, result)
         missing = [k for k in uniq if not result.has(k)]
         computed = set(missing)
         if missing:
