@@ -65,6 +65,12 @@ def candidates() -> dict[str, tuple[list[BackboneSpec], HeadConfig, TrainConfig,
             lin_train,
             True,
         ),
+        "eg L24 + lexical, linear, C by 3 folds": (
+            [eg("24")],
+            linear,
+            TrainConfig(C_folds=3),
+            True,
+        ),
         "eg L20 + mpnet + lexical, linear": ([eg("20"), mpnet], linear, lin_train, True),
         "eg L24 + lexical, mlp": (
             [eg("24")],
