@@ -115,6 +115,11 @@ class FeatureStore:
         folder = self.root / self.task.group
         base = self._specs[key]
         best, best_chunks = None, 0
+
+        def names(w: str) -> tuple[str, str]:
+            bb = Backbone(replace(base, layers=w), device=self.device)
+            return bb.fingerprint(), bb.legacy_fingerprint()
+
         for meta_path in sorted(folder.glob("*/meta.json")):
             try:
                 meta = json.loads(meta_path.read_text())
@@ -128,16 +133,11 @@ class FeatureStore:
             chunks = len(list(meta_path.parent.glob("chunk-*.safetensors")))
             if chunks <= best_chunks:
                 continue
-            # The folder must be exactly this spec (same weights, dtype, version), its layers
-            # written as the writer wrote them ("-1" and "12" are the same hidden state).
-            # A folder of llmembed 0.1.0 is named after the legacy fingerprint of that spelling.
+            # The folder must be exactly this spec (same weights, dtype, version). Its name is
+            # the fingerprint of any spelling of its layers, or (llmembed 0.1.0's folders) the
+            # legacy fingerprint of the spelling its writer used ("-1" or "12").
             written = {str(spec.get("layers")), ",".join(map(str, layers))}
             folder_name = meta_path.parent.name
-
-            def names(w: str) -> tuple[str, str]:
-                bb = Backbone(replace(base, layers=w), device=self.device)
-                return bb.fingerprint(), bb.legacy_fingerprint()
-
             try:
                 match = next((w for w in sorted(written) if folder_name in names(w)), None)
             except Exception:  # noqa: BLE001 - an unusable entry is simply not reused
