@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+import llmembed.stacking as stacking
 from llmembed import ConfigError, HeadConfig, LexicalConfig, LLMEmbedClassifier, ModelLoadError
 from llmembed.stacking import BackboneScores
 from llmembed.testing import tiny_recipe
@@ -51,6 +52,24 @@ def test_training_scores_are_out_of_fold():
     # 80 noise dimensions for 72 rows a fold: in sample they fit the labels, out of fold not
     in_sample = (module(features)[1][:, 0].argmax(1).numpy() == y).mean()
     assert in_sample > 0.9 and noise < 0.6, (in_sample, noise)
+
+
+def test_large_training_sets_get_fewer_folds(monkeypatch):
+    assert stacking.stack_folds(stacking.LARGE_ROWS - 1) == stacking.STACK_FOLDS == 5
+    assert stacking.stack_folds(stacking.LARGE_ROWS) == stacking.LARGE_FOLDS == 3
+    seen, real = [], stacking.train_head
+
+    def spy(*args, **kwargs):
+        seen.append(args[4].C_folds)  # the TrainConfig each regression is fitted with
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stacking, "train_head", spy)
+    monkeypatch.setattr(stacking, "LARGE_ROWS", 60)
+    features, y = _blocks(90)
+    BackboneScores.fit(features, y, 3, TrainConfig(C=1.0))
+    BackboneScores.fit([f[:50] for f in features], y[:50], 3, TrainConfig(C=1.0))
+    BackboneScores.fit(features, y, 3, TrainConfig(C=1.0, C_folds=4))  # the recipe's own
+    assert seen == [3, 3, 5, 5, 4, 4]
 
 
 def test_multi_label_scores_are_logits():

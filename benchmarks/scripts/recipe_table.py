@@ -6,11 +6,13 @@
 
 Per recipe, dataset and seed (``train.seed``: the head's validation split and the lexical
 channel's folds): one ``LLMEmbedClassifier(recipe=...).fit(train)`` through the public API, scored
-on the test split (accuracy and macro-F1; the seconds of the fits' lexical channel and head from
-``timings_``, and the linear head's chosen C). AG News has no training split here: each seed
-runs on the 5 stratified folds of its test split (train on four, score the fifth) and counts
-their mean. ``--train`` / ``--head``: training / head settings over the recipe's (JSON, e.g.
-another C grid, or ``{"balance": true}``).
+on the test split (accuracy and macro-F1; the seconds of the fits' stacked regressions,
+lexical channel and head from ``timings_``, and the linear head's chosen C). AG News has no
+training split here: each seed runs on the 5 stratified folds of its test split (train on
+four, score the fifth) and counts their mean. ``--train`` / ``--head``: training / head
+settings over the recipe's (JSON, e.g. another C grid, or ``{"balance": true}``).
+``--stack-folds K``: the stacked recipes' out-of-fold scores on K folds at every training-set
+size (``llmembed.stacking``: 5, or 3 from 20,000 rows on).
 Features come from the reproduce cache of the dataset's group, extracted on first use. Prints
 mean ± std over the seeds and writes every figure as JSON.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+import llmembed.stacking as stacking
 from llmembed import LLMEmbedClassifier
 from llmembed.datasets import load_benchmark
 from llmembed_bench.jsonio import seed_summary, write_json
@@ -31,8 +34,8 @@ from llmembed_bench.tasks import reproduce_cache
 
 def score(recipe: str, seed: int, cache, splits, settings: dict, head: dict) -> dict[str, float]:
     """Accuracy and macro-F1 of one seed, averaged over the dataset's splits, and the seconds
-    of the fits' lexical channel and head, summed over the splits."""
-    rows, seconds, chosen = [], {"lexical": 0.0, "train_head": 0.0}, []
+    of the fits' stacked regressions, lexical channel and head, summed over the splits."""
+    rows, seconds, chosen = [], {"stack": 0.0, "lexical": 0.0, "train_head": 0.0}, []
     for train, train_y, test, test_y in splits:
         clf = LLMEmbedClassifier(
             recipe=recipe,
@@ -64,8 +67,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--train", default="{}", help='training settings, JSON: {"C": [0.1, 1]}')
     ap.add_argument("--head", default="{}", help='head settings, JSON: {"balance": true}')
+    ap.add_argument("--stack-folds", type=int, default=None, help="stacked recipes: K folds")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
+    if args.stack_folds:
+        stacking.STACK_FOLDS = stacking.LARGE_FOLDS = args.stack_folds
     settings, head = json.loads(args.train), json.loads(args.head)
     seeds = [int(s) for s in args.seeds.split(",")]
     out: dict[str, dict] = {}
