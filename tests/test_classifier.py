@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from llmembed import LLMEmbedClassifier, LLMEmbedError, available_recipes, load_recipe
+from llmembed.config import DEFAULT_RECIPE
 from llmembed.testing import tiny_recipe
 
 
@@ -99,6 +100,13 @@ def test_shipped_recipes():
     assert cpu.backbones[0].model == "embeddinggemma-300m" and cpu.backbones[0].template != "{text}"
     assert cpu.head.fusion == "linear" and cpu.lexical.enabled
     assert load_recipe("cpu-fusion").backbones[0].model == "smollm2-135m"
+
+
+def test_the_default_recipe_is_the_stacked_pair():
+    assert LLMEmbedClassifier().recipe == DEFAULT_RECIPE == "cpu-stack"
+    default = load_recipe(DEFAULT_RECIPE)
+    assert [b.model for b in default.backbones] == ["embeddinggemma-300m", "mpnet-base"]
+    assert default.head.stack and default.head.fusion == "linear" and default.lexical.enabled
 
 
 def test_recipe_file_and_errors(tmp_path):

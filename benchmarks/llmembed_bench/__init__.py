@@ -11,8 +11,9 @@ that exist (``force=True`` redoes them), so a long run can be interrupted and co
 
 Methods (``--methods``; group names ``ours``, ``published``, ``ablations``, ``peers``, ``all``):
 
-* ``llmembed``: the CPU default recipe, read at run time with ``load_recipe("cpu")``; the
-  published ladder and the ablations start from the fusion recipe ``cpu-fusion``.
+* ``llmembed``: the product's default recipe (``llmembed.config.DEFAULT_RECIPE``, ``cpu-stack``;
+  ``--ours`` another), read at run time with ``load_recipe``; the published ladder and the
+  ablations start from the fusion recipe ``cpu-fusion``.
 * ``llmembed-published``: LLMEmbed as published on the same backbones: the decoder's last 5
   layers, token mean over a fixed max_length padding, the ``paper`` recipe's head and training
   settings with the double softmax, no standardization, fixed epochs, no validation split.

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmembed import LLMEmbedError, load_recipe
+from llmembed.config import DEFAULT_RECIPE
 
 from .settings import SEEDS, default_dirs, log, repo_root
 
@@ -84,7 +85,9 @@ def reproduce(
     recipe: Annotated[
         str, typer.Option(help="Fusion recipe of the published ladder and the ablations.")
     ] = "cpu-fusion",
-    ours: Annotated[str, typer.Option(help="Recipe of 'ours'.")] = "cpu",
+    ours: Annotated[str, typer.Option(help="Recipe of 'ours' (default: the product's).")] = (
+        DEFAULT_RECIPE
+    ),
     n_train: Annotated[int | None, typer.Option(help="Stratified train subset size.")] = None,
     n_test: Annotated[int | None, typer.Option(help="Stratified test subset size.")] = None,
     train_threads: Annotated[

@@ -481,10 +481,13 @@ def render_markdown(
         f"LinearSVC C in {list(SVM_C)}; logistic regression C in {list(LR_C)} (StandardScaler "
         "first); SetFit head C in the same grid. The final peer models are refitted on the "
         "whole training split with the chosen value.",
-        '- Ours is `LLMEmbedClassifier(recipe="cpu")` (the product default: EmbeddingGemma-300M '
-        "with its classification prompt + the TF-IDF lexical channel, logistic-regression head "
-        "whose C is chosen on the validation split). The published ladder and the ablations "
-        "start from the previous default, the fusion recipe `cpu-fusion` (SmolLM2-135M + "
+        "- Ours is `LLMEmbedClassifier()` with the product default recipe `cpu-stack`: "
+        "EmbeddingGemma-300M (with its classification prompt) and all-mpnet-base-v2 each "
+        "scored by their own logistic regression, out of fold, and the TF-IDF lexical "
+        "channel's scores beside them, under a logistic-regression head whose C is chosen on "
+        "the validation split (records before 2026-12-03: `cpu`, EmbeddingGemma-300M + the "
+        "lexical channel). The published ladder and the ablations "
+        "start from the default before `cpu`, the fusion recipe `cpu-fusion` (SmolLM2-135M + "
         "MiniLM + MPNet, co-occurrence head; its epoch chosen by early stopping on the "
         "validation split); their records were made before the rename, with the same settings.",
         "- *As published* (on a stratified subset, see above): the decoder's last 5 layers, token "

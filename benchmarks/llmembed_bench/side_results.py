@@ -49,7 +49,7 @@ def multilabel_lines(data: dict[str, Any]) -> list[str]:
     lines += [
         "",
         '`ours:<backbone>` is `LLMEmbedClassifier(recipe="cpu", backbones=[<backbone>])` fitted '
-        "on the label sets (the default recipe's linear head and lexical channel, one sigmoid per "
+        "on the label sets (the `cpu` recipe's linear head and lexical channel, one sigmoid per "
         "label, per-label thresholds); *thresholds 0.5* reads the same models at 0.5; *no "
         "lexical* turns the lexical channel off (seed 0). `lr:<backbone>`: one-vs-rest logistic "
         "regression on the backbone's standard sentence embedding; `tfidf-svm`: TF-IDF word "

@@ -12,7 +12,7 @@ scored on the 3,019 test documents; every choice on a 10% validation split of tr
   validation micro-F1, threshold 0.5) on the backbone's standard sentence embedding
   (its sentence-transformers pooling and normalization).
 - ``ours:<backbone>``: ``LLMEmbedClassifier(recipe="cpu", backbones=[that embedding])`` on
-  the label sets: the default recipe's linear head and lexical channel, one sigmoid per label,
+  the label sets: the ``cpu`` recipe's linear head and lexical channel, one sigmoid per label,
   per-label thresholds tuned on its validation split; 3 seeds (the seed draws that split).
   Also reported from the same models: thresholds fixed at 0.5 (what tuning adds), and without
   the lexical channel (seed 0).

@@ -36,6 +36,7 @@ from sklearn.metrics import accuracy_score
 from . import modelcard
 from .backbones import Backbone, BackboneSpec
 from .cache import EmbeddingCache, FeatureFile
+from .config import DEFAULT_RECIPE
 from .ensemble import Member, fit_folds, fit_member
 from .errors import ConfigError, DataError, LLMEmbedError
 from .hardware import available_memory, torch_threads
@@ -106,8 +107,10 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    recipe : str, path, Recipe or list of them, default="cpu"
-        A shipped recipe name ("cpu", "paper"), a path to a ``.toml`` recipe, or a ``Recipe``.
+    recipe : str, path, Recipe or list of them, default="cpu-stack"
+        A shipped recipe name (:data:`llmembed.config.DEFAULT_RECIPE` "cpu-stack", "cpu",
+        "cpu-fast", "paper", ...: :func:`llmembed.available_recipes`), a path to a ``.toml``
+        recipe, or a ``Recipe``.
         Several (a list), or "auto" (:data:`llmembed.selection.AUTO_RECIPES`: "cpu", the same
         without its lexical channel, with a second encoder, and that pair stacked): ``fit``
         scores each by ``cv``-fold cross-validation on the training texts and trains the best
@@ -240,7 +243,7 @@ class LLMEmbedClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        recipe: str | os.PathLike | Recipe | Sequence[str | os.PathLike | Recipe] = "cpu",
+        recipe: str | os.PathLike | Recipe | Sequence[str | os.PathLike | Recipe] = DEFAULT_RECIPE,
         backbones: Sequence[BackboneSpec | dict | str] | None = None,
         head: HeadConfig | dict | None = None,
         train: TrainConfig | dict | None = None,

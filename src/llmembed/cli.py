@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .config import DEFAULT_RECIPE
 from .errors import LLMEmbedError
 
 app = typer.Typer(
@@ -234,10 +235,11 @@ def train(
     recipe: Annotated[
         str,
         typer.Option(
-            help="Shipped recipe name (cpu, paper) or .toml path; several, comma-separated, or "
-            "'auto': the best by 5-fold cross-validation on the training texts is trained."
+            help="Shipped recipe name (cpu-stack, cpu, cpu-fast, paper, ...) or .toml path; "
+            "several, comma-separated, or 'auto': the best by 5-fold cross-validation on the "
+            "training texts is trained."
         ),
-    ] = "cpu",
+    ] = DEFAULT_RECIPE,
     dataset: Annotated[
         str | None,
         typer.Option(help="Train on a benchmark instead of a file: sst2, mr, agnews, r8, r52."),

@@ -14,6 +14,11 @@ from .errors import ConfigError
 
 T = TypeVar("T", bound="Settings")
 
+# The shipped recipe that LLMEmbedClassifier, `llmembed train` and the benchmark harness's "ours"
+# use when none is named: EmbeddingGemma-300M and all-mpnet-base-v2 each scored by their own
+# logistic regression, plus the TF-IDF lexical channel, stacked (docs/layer-choice.md).
+DEFAULT_RECIPE = "cpu-stack"
+
 
 def is_int(value: Any) -> bool:
     """An integer and not a boolean (JSON / TOML ``true`` is no count)."""

@@ -32,7 +32,7 @@ EXAMPLES = {
 
 
 # The demo's recipe: fast on a first run (R8 in about 7 minutes on a 2-core CPU, empty embedding
-# cache) and, on news like R8, more accurate than the default `cpu` recipe (docs/layer-choice.md).
+# cache) and, on news like R8, more accurate than the `cpu` recipe (docs/layer-choice.md).
 DEMO_RECIPE = "cpu-fast"
 
 
