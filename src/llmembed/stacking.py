@@ -39,9 +39,10 @@ __all__ = ["LARGE_FOLDS", "LARGE_ROWS", "STACK_FOLDS", "BackboneScores", "PREFIX
 
 # Folds of the out-of-fold scores when the recipe's C_folds is 0: five, or three from
 # LARGE_ROWS training rows on. A fold fit misses 1/k of the rows, which on small data makes its
-# scores worse than the full fit's (R52, 6,532 texts, 3 folds: 95.61 ± 0.35 on test against
+# scores worse than the full fit's (R52, 6,532 texts, 3 folds: 95.61 ± 0.28 on test against
 # 95.87 ± 0.11 with 5); on large data it does not (SST-2, 67,349: the same), and there the folds
-# are the cost (0.6x the evaluations with 3). docs/layer-choice.md, "The default".
+# are the cost (0.6x the evaluations with 3). docs/layer-choice.md, "The default becomes
+# `cpu-stack`".
 STACK_FOLDS = 5
 LARGE_FOLDS = 3
 LARGE_ROWS = 20_000
