@@ -4,21 +4,28 @@ One process, the same texts for every method: SST-2 dev (short sentences) and a 
 training documents (long ones). For each model of the CPU default recipe it reports texts/s, real
 (non-pad) tokens/s, peak memory and model-FLOP utilization:
 
-    MFU = 2 x non-embedding parameters run x real tokens / seconds / bf16 matmul peak
+    MFU = 2 x non-embedding parameters run x real tokens / seconds / matmul peak
 
 where "parameters run" counts the transformer blocks a method actually executes (ours stops after
-the deepest requested layer; the baselines run the whole model), and the peak is a bf16
-2048x2048x2048 matmul timed in the same run. Attention FLOPs are not counted (as usual for MFU),
-so MFU slightly understates the work done on long inputs.
+the deepest requested layer; the baselines run the whole model), and the peak is a
+2048x2048x2048 matmul in the dtype the method ran in (bf16 or fp32), timed in the same run.
+Attention FLOPs are not counted (as usual for MFU), so MFU slightly understates the work done on
+long inputs.
+
+On a CPU without native bf16 matmul (no avx512_bf16 / AMX: e.g. AVX2-only Zen 3 or older
+Intel) a bf16 matmul takes an emulated path, ~500x slower than fp32 (2048^3: 58 s against
+0.1 s on a 2-core Zen 3). There ours runs fp32 (dtype auto), the bf16 peak is not timed and
+st-bf16 is skipped.
 
 Methods:
   ours       llmembed.Backbone with the recipe's layers / pooling / max_length, default settings
              (dtype auto = bf16 on bf16 CPUs, token-budget batches, early stop).
   st         sentence_transformers.SentenceTransformer(folder).encode(texts) with its defaults
-             (batch 32, length-sorted, the checkpoint's dtype: fp32 encoders, bf16 SmolLM2),
+             (batch 32, length-sorted) in fp32 (model_kwargs={"dtype": torch.float32}: its
+             default for the fp32 encoders; SmolLM2's checkpoint is bf16 and is cast up),
              max_seq_length set to the recipe's max_length. Skipped if the package is missing.
   st-bf16    the same with bf16 weights (model_kwargs={"dtype": torch.bfloat16}): the fair
-             comparison with ours' bf16 on bf16 CPUs.
+             comparison with ours' bf16 on bf16 CPUs; skipped on CPUs without native bf16.
   published  the LLMEmbed paper's rep_extract.py on CPU: fixed padding to max_length, a fixed
              batch size (its per-dataset values), fp32, output_hidden_states=True, plain mean
              over every position of the requested layers. Its per-batch cost does not depend on
@@ -50,6 +57,7 @@ import torch
 
 from llmembed.backbones import Backbone, BackboneSpec
 from llmembed.datasets import load_benchmark
+from llmembed.hardware import cpu_has_bf16
 from llmembed.recipes import load_recipe
 
 from .environment import machine_info
@@ -142,13 +150,16 @@ class Result:
     settings: str = ""
     skipped: str = ""
 
-    def row(self, peak_gflops: float) -> dict[str, Any]:
+    def row(self, peaks: dict[str, float]) -> dict[str, Any]:
+        """The result as a dict, with rates and MFU against ``peaks[dtype]`` (GFLOP/s by dtype
+        name, e.g. ``{"float32": 190.0}``; no MFU for a dtype without a peak)."""
         d = dict(self.__dict__)
         if not self.skipped and self.seconds > 0:
             d["texts_per_s"] = self.n_texts / self.seconds
             d["tokens_per_s"] = self.real_tokens / self.seconds
             d["gflops"] = 2 * self.params_run * self.real_tokens / self.seconds / 1e9
-            d["mfu"] = d["gflops"] / peak_gflops
+            peak = peaks.get(self.dtype)
+            d["mfu"] = d["gflops"] / peak if peak else None
         return d
 
 
@@ -190,9 +201,13 @@ def run_st(
     n_tokens: int,
     bf16: bool = False,
 ) -> Result:
-    """sentence-transformers ``encode`` with its defaults: the checkpoint's dtype, or bf16
-    weights (``model_kwargs={"dtype": torch.bfloat16}``) when ``bf16``."""
+    """sentence-transformers ``encode`` with its defaults, in fp32, or with bf16 weights
+    (``model_kwargs={"dtype": torch.bfloat16}``) when ``bf16``; a bf16 run is skipped on a CPU
+    without native bf16 matmul, where it would take the emulated path."""
     res = Result(spec.model, ds, "st-bf16" if bf16 else "st")
+    if bf16 and not cpu_has_bf16():
+        res.skipped = "this CPU has no native bf16 matmul (avx512_bf16 / AMX); ours runs fp32"
+        return res
     try:
         import sentence_transformers
         from sentence_transformers import SentenceTransformer
@@ -203,8 +218,8 @@ def run_st(
 
     hf_logging.set_verbosity_error()
     with PeakRSS() as mem:
-        kwargs = {"model_kwargs": {"dtype": torch.bfloat16}} if bf16 else {}
-        st = SentenceTransformer(folder, device="cpu", **kwargs)
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        st = SentenceTransformer(folder, device="cpu", model_kwargs={"dtype": dtype})
         st.max_seq_length = spec.max_length
         if st.tokenizer.pad_token is None:  # GGUF-derived tokenizers have none
             st.tokenizer.pad_token = st.tokenizer.eos_token
@@ -439,6 +454,10 @@ def load_texts(n_sst2: int | None, n_r8: int, seed: int = 0) -> dict[str, list[s
     }
 
 
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def fmt_table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'model':<13} {'data':<5} {'method':<10} {'dtype':<9} {'texts':>6} {'texts/s':>8} "
@@ -453,7 +472,7 @@ def fmt_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['model']:<13} {r['dataset']:<5} {r['method']:<10} {r['dtype']:<9} "
             f"{r['n_texts']:>6} {r['texts_per_s']:>8.1f} {r['tokens_per_s']:>8.0f} "
-            f"{100 * r['mfu']:>5.1f}% {r['peak_mb']:>8.0f}"
+            f"{_percent(r['mfu']):>6} {r['peak_mb']:>8.0f}"
         )
     return "\n".join(lines)
 
@@ -516,11 +535,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     texts = load_texts(args.n_sst2 or None, args.n_r8)
     info = machine()
     t_start = time.perf_counter()
-    peak = matmul_peak(torch.bfloat16)
-    peak32 = matmul_peak(torch.float32, seconds=1.0)
+    peaks = {"float32": matmul_peak(torch.float32, seconds=1.0)}
+    if cpu_has_bf16():
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
     print(
-        f"bf16 matmul peak {peak:.0f} GFLOP/s, fp32 {peak32:.0f} GFLOP/s "
-        f"({info['torch_threads']} threads, load average {info['load_average_at_start'][0]:.2f})",
+        ", ".join(f"{k} matmul peak {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + ("" if cpu_has_bf16() else " (no native bf16 on this CPU: ours runs float32)")
+        + f" ({info['torch_threads']} threads, "
+        f"load average {info['load_average_at_start'][0]:.2f})",
         flush=True,
     )
 
@@ -531,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec = BackboneSpec(model, spec.layers, spec.pooling, spec.max_length)
         for ds in args.datasets.split(","):
             for r in run_model(spec, ds, texts[ds], methods, args.published_seconds):
-                rows.append(r.row(peak))
+                rows.append(r.row(peaks))
                 print(fmt_table([rows[-1]]).splitlines()[-1], flush=True)
     profiles = {}
     if args.profile:
@@ -560,8 +582,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "end_to_end": e2e,
         "command": shlex.join(["llmembed-bench", "extract", *raw]),
         "machine": info,
-        "bf16_matmul_peak_gflops": peak,
-        "fp32_matmul_peak_gflops": peak32,
+        "bf16_matmul_peak_gflops": peaks.get("bfloat16"),
+        "fp32_matmul_peak_gflops": peaks["float32"],
         "wall_seconds": time.perf_counter() - t_start,
         "results": rows,
         "ratios": ratios(rows),

@@ -46,11 +46,12 @@ def test_run_model_ours_and_published(tiny_llama):
     # ours stops after layer 2 of 3: fewer parameters run than the full model
     assert 0 < ours.params_run < published.params_run
     assert published.n_texts >= 1 and "padding to max_length 32" in published.settings
-    row = ours.row(peak_gflops=100.0)
+    peaks = {"float32": 100.0}
+    row = ours.row(peaks)
     assert row["texts_per_s"] > 0 and row["tokens_per_s"] > 0 and row["mfu"] > 0
-    table = bench.fmt_table([row, published.row(100.0)])
+    table = bench.fmt_table([row, published.row(peaks)])
     assert "ours" in table and "published" in table
-    ratio = bench.ratios([row, published.row(100.0)])
+    ratio = bench.ratios([row, published.row(peaks)])
     assert ratio[0]["vs"] == "published" and ratio[0]["texts_per_s_ratio"] > 0
 
 
@@ -63,7 +64,21 @@ def test_st_skips_cleanly_without_the_package(tiny_bert, monkeypatch):
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails
     res = bench.run_st(BackboneSpec(str(tiny_bert)), str(tiny_bert), TEXTS, "sst2", 10, 10)
     assert "not installed" in res.skipped
-    assert "skipped" in bench.fmt_table([res.row(1.0)])
+    assert "skipped" in bench.fmt_table([res.row({})])
+
+
+def test_mfu_is_against_the_peak_of_the_rows_dtype():
+    res = bench.Result("m", "sst2", "ours", 10, 1000, 1.0, 10**6, dtype="float32")
+    # 2 x 1e6 parameters x 1000 tokens / 1 s = 2 GFLOP/s
+    assert res.row({"float32": 4.0, "bfloat16": 400.0})["mfu"] == pytest.approx(0.5)
+    assert res.row({"bfloat16": 400.0})["mfu"] is None  # no fp32 peak: no MFU, no crash
+    assert "-" in bench.fmt_table([res.row({})])
+
+
+def test_st_bf16_is_skipped_without_native_bf16(tiny_bert, monkeypatch):
+    monkeypatch.setattr(bench, "cpu_has_bf16", lambda: False)
+    res = bench.run_st(BackboneSpec(str(tiny_bert)), str(tiny_bert), TEXTS, "sst2", 10, 10, True)
+    assert "no native bf16" in res.skipped
 
 
 def test_st_runs_when_installed(tiny_bert):
@@ -71,6 +86,7 @@ def test_st_runs_when_installed(tiny_bert):
     spec = BackboneSpec(str(tiny_bert), max_length=32)
     res = bench.run_st(spec, str(tiny_bert), TEXTS, "sst2", 10, 40)
     assert not res.skipped and res.n_texts == len(TEXTS) and res.seconds > 0
+    assert res.dtype == "float32"
 
 
 def test_cli_bench_extract_help():
