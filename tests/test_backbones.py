@@ -142,6 +142,35 @@ def test_bf16_close_to_fp32(tiny_llama):
     assert cos.min() > 0.99
 
 
+def test_half_precision_computes_in_fp32_on_a_cpu_without_it(tiny_llama, monkeypatch):
+    """A bf16 backbone on a CPU with no native bf16 matmul keeps bf16-rounded weights but
+    runs them in fp32: the emulated bf16 path is hundreds of times slower there."""
+    import llmembed.backbones as backbones
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(backbones, "cpu_has_bf16", lambda: True)
+    assert backbones.compute_dtype(torch.bfloat16, cpu) == torch.bfloat16
+    native = Backbone(BackboneSpec(str(tiny_llama), dtype="bfloat16"), "cpu")
+    monkeypatch.setattr(backbones, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(backbones, "cpu_has_fp16", lambda: False)
+    assert backbones.compute_dtype(torch.bfloat16, cpu) == torch.float32
+    assert backbones.compute_dtype(torch.float16, cpu) == torch.float32
+    assert backbones.compute_dtype(torch.float32, cpu) == torch.float32
+    assert backbones.compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
+    bb = Backbone(BackboneSpec(str(tiny_llama), dtype="bfloat16"), "cpu")
+    with pytest.warns(UserWarning, match="no native bfloat16 matmul"):
+        bb.load()
+    assert bb.dtype == torch.bfloat16 and bb.compute_dtype == torch.float32
+    assert bb.fingerprint() == native.fingerprint()  # the same weights and features
+    weights = [p for p in bb.model.parameters()]
+    assert all(p.dtype == torch.float32 for p in weights)
+    assert all(torch.equal(p, p.bfloat16().float()) for p in weights)  # bf16-rounded
+    a = native.embed(TEXTS, False)  # bf16 compute
+    b = bb.embed(TEXTS, False)
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.min() > 0.999
+
+
 def test_fingerprint_depends_on_settings(tiny_llama):
     a = Backbone(BackboneSpec(str(tiny_llama), layers="-1"), "cpu")
     b = Backbone(BackboneSpec(str(tiny_llama), layers="-2"), "cpu")

@@ -52,6 +52,9 @@ def test_x86(cpuinfo) -> None:
     cpuinfo(OLD_X86)
     assert hardware.cpu_model() == "Intel(R) Core(TM) i7-8550U"
     assert not hardware.cpu_has_bf16()  # avx512f alone is not bf16
+    assert not hardware.cpu_has_fp16()
+    cpuinfo(X86.replace("amx_tile", "amx_tile avx512_fp16"))
+    assert hardware.cpu_has_fp16()
 
 
 def test_arm_and_missing(cpuinfo, monkeypatch: pytest.MonkeyPatch) -> None:

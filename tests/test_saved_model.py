@@ -242,6 +242,24 @@ def test_auto_dtype_is_pinned(tmp_path, tiny_llama, tiny_bert, monkeypatch):
     )
 
 
+def test_a_bf16_model_loads_and_predicts_on_a_cpu_without_bf16(
+    tmp_path, tiny_llama, tiny_bert, monkeypatch
+):
+    """Saved where bf16 is native (a GPU, a bf16 CPU), served on an older CPU: the pin holds,
+    the weights run in fp32 there, and the predictions are the same up to rounding."""
+    import llmembed.backbones
+
+    monkeypatch.setattr(llmembed.backbones, "cpu_has_bf16", lambda: True)
+    recipe = recipe_for(tiny_llama, tiny_bert, "bfloat16")
+    clf = fit_save(tmp_path / "m", recipe, tmp_path / "cache")
+    monkeypatch.setattr(llmembed.backbones, "cpu_has_bf16", lambda: False)
+    loaded = load(tmp_path / "m", use_cache=False)
+    with pytest.warns(UserWarning, match="no native bfloat16 matmul"):
+        proba = loaded.predict_proba(TEXTS)  # the backbone loads at first use
+    assert loaded.backbones_[0].compute_dtype == torch.float32
+    np.testing.assert_allclose(proba, clf.predict_proba(TEXTS), rtol=0.05, atol=0.02)
+
+
 def test_newer_llmembed_warns_and_format_1_loads(model):
     edit_json(model, lambda d: d["versions"].update(llmembed="99.0"))
     with pytest.warns(UserWarning, match="newer than the installed"):

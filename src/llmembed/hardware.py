@@ -1,10 +1,11 @@
 """What the CPU is and how much of it this process may use.
 
 One reader of ``/proc/cpuinfo`` (read once per process, cached) answers :func:`cpu_model`,
-:func:`cpu_flags` and :func:`cpu_has_bf16`; :func:`usable_cores` counts the cores the process
-may actually run on (CPU affinity, then a cgroup v2 CPU quota), which on a container or a
-``taskset`` is fewer than :func:`os.cpu_count`. :func:`default_threads` is the thread policy:
-``LLMEMBED_THREADS`` when set, else the usable cores that other processes are not keeping busy.
+:func:`cpu_flags`, :func:`cpu_has_bf16` and :func:`cpu_has_fp16`; :func:`usable_cores` counts
+the cores the process may actually run on (CPU affinity, then a cgroup v2 CPU quota), which on
+a container or a ``taskset`` is fewer than :func:`os.cpu_count`. :func:`default_threads` is the
+thread policy: ``LLMEMBED_THREADS`` when set, else the usable cores that other processes are not
+keeping busy.
 
 Nothing here imports torch at module import time.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "available_memory",
     "cpu_flags",
     "cpu_has_bf16",
+    "cpu_has_fp16",
     "cpu_model",
     "default_threads",
     "refresh_threads",
@@ -45,6 +47,8 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # Native bf16 matmul: AVX512-BF16 (Cooper Lake, Zen 4+) or AMX (Sapphire Rapids+).
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# Native fp16 matmul: AVX512-FP16 (Sapphire Rapids+) or AMX-FP16 (Granite Rapids+).
+_FP16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,6 +98,11 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matmul (avx512_bf16 or AMX), where bf16 is ~4x faster."""
     return not _BF16_FLAGS.isdisjoint(cpu_flags())
+
+
+def cpu_has_fp16() -> bool:
+    """True when the CPU has native fp16 matmul (avx512_fp16 or AMX-FP16)."""
+    return not _FP16_FLAGS.isdisjoint(cpu_flags())
 
 
 def _cgroup_dirs() -> list[Path]:
