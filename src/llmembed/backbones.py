@@ -255,7 +255,7 @@ def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     ``dtype`` itself, except bf16 or fp16 on a CPU without native matmul for it (bf16: no
     avx512_bf16 / AMX; fp16: no avx512_fp16 / AMX-FP16; every ARM CPU), which computes in fp32.
     Why: there half-precision matmuls take an emulated path (on a 2-core AVX2 Zen 3: bf16
-    linear layers 7.6x slower than fp32, all-mpnet-base-v2 on SST-2 sentences 6.8x), so a
+    linear layers 7.6x slower than fp32, all-mpnet-base-v2 on SST-2 sentences 6.0-6.8x), so a
     model saved with bf16 backbones on a GPU or a bf16 CPU would crawl on an older CPU. The
     weights keep their half-precision rounding (loaded in ``dtype``, then cast up, exactly), so
     the features are ``dtype``'s up to the rounding of the activations (MPNet: cosine 0.99995 or
