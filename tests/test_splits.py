@@ -134,6 +134,24 @@ def test_stratified_group_folds_are_scikit_learns(n_classes, k):
         group_kfold(np.arange(60) % 2, 50, 0, group_ids(np.arange(60), 60))
 
 
+def test_group_kfold_remembers_its_last_folds():
+    """A fit cuts the same folds for every backbone's head: the second call is not cut
+    again, gives the same folds, and labels spelled differently (strings) share them."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    g = group_ids(rng.integers(0, 60, 400), 400)
+    splits._memo_folds.cache_clear()
+    first = group_kfold(y, 5, 0, g)
+    again = group_kfold(np.array(["neg", "pos"])[y], 5, 0, g)
+    info = splits._memo_folds.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    for (tr, va), (tr2, va2) in zip(first, again):
+        np.testing.assert_array_equal(tr, tr2)
+        np.testing.assert_array_equal(va, va2)
+    group_kfold(y, 5, 1, g)  # another seed: cut anew
+    assert splits._memo_folds.cache_info().misses == 2
+
+
 def test_group_ids_and_their_refusals():
     np.testing.assert_array_equal(group_ids(["b", "a", "b", 3], 4), [0, 1, 0, 2])
     for bad, n, message in [

@@ -5,7 +5,7 @@ import torch
 from llmembed import training
 from llmembed.errors import LLMEmbedError
 from llmembed.heads import HeadConfig
-from llmembed.metrics import classification_metrics
+from llmembed.metrics import accuracy_macro_f1, classification_metrics
 from llmembed.training import TrainConfig, split_validation, train_head
 
 
@@ -80,6 +80,18 @@ def test_metrics_binary_and_multiclass():
     assert "positive_f1" not in m3
     assert m3["micro_f1"] == pytest.approx(0.75)
     assert set(m3["per_class"]) == {"0", "1", "2"}
+
+
+def test_accuracy_macro_f1_is_classification_metrics():
+    """The cheap per-epoch / per-C scores are the full report's, exactly (absent classes and
+    classes never predicted included)."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        k = int(rng.integers(2, 8))
+        y, pred = rng.integers(0, k, 200), rng.integers(0, k - 1, 200)
+        m = classification_metrics(y, pred, labels=range(k))
+        assert accuracy_macro_f1(y, pred, k) == (m["accuracy"], m["macro_f1"])
+    assert accuracy_macro_f1(np.zeros(0), np.zeros(0), 3) == (0.0, 0.0)
 
 
 def test_linear_head_is_scikit_learns_logistic_regression():

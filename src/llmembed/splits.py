@@ -16,6 +16,7 @@ texts says they are.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,8 +74,20 @@ def group_kfold(
     if np.ndim(y) == 2:
         permuted = np.random.default_rng(seed).permutation(n_groups)[groups]
         return list(GroupKFold(k).split(np.zeros(len(groups)), groups=permuted))
-    fold = _stratified_group_folds(np.asarray(y), k, seed, groups)
+    classes = np.unique(np.asarray(y), return_inverse=True)[1].astype(np.int64)
+    fold = _memo_folds(classes.tobytes(), np.asarray(groups, dtype=np.int64).tobytes(), k, seed)
     return [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(k)]
+
+
+@functools.lru_cache(maxsize=4)
+def _memo_folds(classes: bytes, groups: bytes, k: int, seed: int) -> np.ndarray:
+    """:func:`_stratified_group_folds` of the class indices and group ids given as int64
+    bytes, kept for the next call with the same arguments: one fit cuts the same folds for
+    every backbone's head (0.3-0.4 s each on SST-2)."""
+    y, g = np.frombuffer(classes, dtype=np.int64), np.frombuffer(groups, dtype=np.int64)
+    fold = _stratified_group_folds(y, k, seed, g)
+    fold.flags.writeable = False
+    return fold
 
 
 def _stratified_group_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray) -> np.ndarray:

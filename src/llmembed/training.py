@@ -32,7 +32,7 @@ from .cache import FeatureFile
 from .config import Settings
 from .errors import ConfigError
 from .heads import FusionHead, HeadConfig
-from .metrics import classification_metrics, multilabel_metrics
+from .metrics import accuracy_macro_f1, classification_metrics, multilabel_metrics
 from .multilabel import tune_thresholds
 from .splits import group_kfold, group_validation
 
@@ -212,22 +212,29 @@ class _Objective:
             return float(self.weight[target].sum())
         return float(len(target))
 
-    def score(self, logits: torch.Tensor, y: np.ndarray) -> tuple[dict[str, Any], dict[str, float]]:
-        """Held-out metrics of logits against labels y, and the history record: val_loss,
-        val_<metric> for accuracy / micro-F1 and macro-F1, and "score" (higher is better, by
-        ``monitor``)."""
+    def score(self, logits: torch.Tensor, y: np.ndarray) -> dict[str, float]:
+        """The history record of held-out logits against labels y: val_loss, val_<metric>
+        for accuracy / micro-F1 and macro-F1, and "score" (higher is better, by ``monitor``).
+        Cheap (every epoch or C is scored); :meth:`metrics` gives the full report."""
         target = torch.as_tensor(y)
         loss = float(self.loss(logits, target))
         if self.multi:
-            pred = (torch.sigmoid(logits) >= 0.5).numpy()
-            m = multilabel_metrics(y, pred, labels=range(y.shape[1]))
+            m = self.metrics(logits, y)
             record = {"val_loss": loss, "val_micro_f1": m["micro_f1"]}
+            record["val_macro_f1"] = m["macro_f1"]
         else:
-            m = classification_metrics(y, logits.argmax(1).numpy(), labels=range(logits.shape[1]))
-            record = {"val_loss": loss, "val_accuracy": m["accuracy"]}
-        record["val_macro_f1"] = m["macro_f1"]
+            accuracy, macro_f1 = accuracy_macro_f1(y, logits.argmax(1).numpy(), logits.shape[1])
+            record = {"val_loss": loss, "val_accuracy": accuracy, "val_macro_f1": macro_f1}
         record["score"] = -loss if self.monitor == "loss" else record[f"val_{self.monitor}"]
-        return m, record
+        return record
+
+    def metrics(self, logits: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
+        """The held-out metrics report of logits against labels y (the model's
+        ``val_metrics``)."""
+        if self.multi:
+            pred = (torch.sigmoid(logits) >= 0.5).numpy()
+            return multilabel_metrics(y, pred, labels=range(y.shape[1]))
+        return classification_metrics(y, logits.argmax(1).numpy(), labels=range(logits.shape[1]))
 
     def finish(
         self, result: TrainResult, logits: torch.Tensor, y: np.ndarray, calibrate: bool
@@ -421,13 +428,13 @@ def train_head(
             total += loss.item() * len(yb)
         record = {"epoch": epoch + 1, "train_loss": total / max(len(tr_idx), 1)}
         if len(va_idx):
-            m, scores = objective.score(predict_logits(head, val_x).cpu(), y[va_idx])
+            scores = objective.score(predict_logits(head, val_x).cpu(), y[va_idx])
             score = scores.pop("score")
             record.update(scores)
             if score > best_score:
                 best_score, since_best = score, 0
                 best_state = copy.deepcopy(head.state_dict())
-                result.best_epoch, result.val_metrics = epoch + 1, m
+                result.best_epoch = epoch + 1
             else:
                 since_best += 1
             bar.set_postfix(val=f"{score:.4f}", best=result.best_epoch)
@@ -440,7 +447,10 @@ def train_head(
     else:
         result.best_epoch = len(result.history)
     head.eval()
-    objective.finish(result, predict_logits(head, val_x).cpu(), y[va_idx], config.calibrate)
+    val_logits = predict_logits(head, val_x).cpu()
+    if best_state is not None:
+        result.val_metrics = objective.metrics(val_logits, y[va_idx])
+    objective.finish(result, val_logits, y[va_idx], config.calibrate)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -498,8 +508,13 @@ class _Fused:
 
         return term
 
-    def logits(self, rows: np.ndarray, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return (self.x[rows] @ params[0].T + params[1]).cpu()
+    def scorer(
+        self, rows: np.ndarray
+    ) -> Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """A function of (W, b) that returns the logits of ``rows`` (gathered once: a fold's
+        held-out rows are scored at every C)."""
+        x = self.x[rows]
+        return lambda params: (x @ params[0].T + params[1]).cpu()
 
     def second_moment(self) -> torch.Tensor:
         """X^T X / n over every row [d, d]."""
@@ -539,9 +554,16 @@ class _StreamedFused:
 
         return term
 
-    def logits(self, rows: np.ndarray, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        parts = [(x @ params[0].T + params[1]).cpu() for _, x in self._blocks(rows)]
-        return torch.cat(parts) if parts else torch.zeros((0, self.head.n_classes))
+    def scorer(
+        self, rows: np.ndarray
+    ) -> Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """As :meth:`_Fused.scorer`, the rows read again at every call."""
+
+        def logits(params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            parts = [(x @ params[0].T + params[1]).cpu() for _, x in self._blocks(rows)]
+            return torch.cat(parts) if parts else torch.zeros((0, self.head.n_classes))
+
+        return logits
 
     def second_moment(self) -> torch.Tensor:
         """As :meth:`_Fused.second_moment`, summed one block at a time."""
@@ -629,22 +651,23 @@ def _fit_linear(
     for fit, val in splits:
         params = zero
         term = design.data_term(fit, target, objective)  # one copy of the rows for every C
+        held_out = design.scorer(val)
         for c in grid:
             params = _lbfgs(term, len(fit), params, c, config.max_iter, basis)
-            logits[c][val] = design.logits(val, params)
+            logits[c][val] = held_out(params)
             starts.setdefault(c, params)
             bar.update()
     bar.close()
     best = (-np.inf, grid[0])
     for c in grid if splits else []:
-        m, record = objective.score(logits[c][held], y[held])
+        record = objective.score(logits[c][held], y[held])
         score = record.pop("score")
         result.history.append({"C": c, **record})
         if score > best[0]:
             best = (score, c)
-            result.val_metrics = m
     c = best[1]
     if splits:  # out-of-sample logits of the chosen C
+        result.val_metrics = objective.metrics(logits[c][held], y[held])
         objective.finish(result, logits[c][held], y[held], config.calibrate)
         if config.C_folds >= 2:  # the folds cover every row
             result.oof_logits = logits[c].numpy()
