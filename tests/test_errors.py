@@ -39,6 +39,9 @@ def test_typical_raise_sites(tmp_path) -> None:
         HeadConfig(fusion="sum")
     with pytest.raises(ConfigError):
         TrainConfig(monitor="f2")
+    for tol in (0, -1e-4, True, "1e-4"):
+        with pytest.raises(ConfigError, match="tol must be a positive number"):
+            TrainConfig(tol=tol)
     with pytest.raises(ConfigError):
         load_recipe("no-such-recipe")
     with pytest.raises(ModelLoadError):
