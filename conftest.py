@@ -24,6 +24,10 @@ def tiny_bert(tmp_path_factory) -> Path:
 def _isolated_dirs(tmp_path, monkeypatch):
     """Never touch the user's real caches from tests."""
     monkeypatch.setenv("LLMEMBED_CACHE", str(tmp_path / "cache"))
+    from llmembed import files
+
+    memo = tmp_path.parent / f"{tmp_path.name}-memo"  # beside tmp_path, which tests list
+    monkeypatch.setattr(files, "disk_memo_path", lambda: memo / "file-digests.json")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # huggingface_hub reads the variable once at import: set its constant too, so a hub lookup
     # fails at once instead of timing out on a machine without network.

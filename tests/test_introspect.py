@@ -39,6 +39,29 @@ def test_weights_are_not_needed(tiny_bert: Path, tmp_path: Path) -> None:
     assert model_info(str(folder)).num_layers == 2
 
 
+def test_a_folder_answer_is_remembered_until_its_config_changes(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second process (here: a second call) reads a local folder's shape from the memo
+    without loading its config; a changed config.json, or a damaged memo, is read afresh."""
+    from llmembed import introspect
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = json.loads((tiny_bert / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config))
+    loads = []
+    real = introspect._load_config
+    monkeypatch.setattr(introspect, "_load_config", lambda ref: loads.append(ref) or real(ref))
+    first = model_info(str(folder))
+    assert model_info(str(folder)) == first and len(loads) == 1
+    assert introspect.model_info_memo_path().is_file()
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    assert model_info(str(folder)).num_layers == 3 and len(loads) == 2
+    introspect.model_info_memo_path().write_text("{not json")
+    assert model_info(str(folder)).num_layers == 3 and len(loads) == 3
+
+
 def test_gguf_file(tmp_path: Path) -> None:
     pytest.importorskip("gguf")
     from tests.test_zoo import _write_tiny_llama_gguf

@@ -33,6 +33,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "read_json_memo",
+    "remember_json",
     "sha256_bytes",
     "sha256_file",
 ]
@@ -66,12 +68,24 @@ def disk_memo_path() -> Path:
     return Path(platformdirs.user_cache_dir("llmembed")) / "file-digests.json"
 
 
-def _read_disk_memo() -> dict[str, Any]:
+def read_json_memo(path: Path) -> dict[str, Any]:
+    """The dict a JSON memo file holds (:func:`remember_json`); empty when the file is missing,
+    unreadable or damaged: a memo only saves work, so a bad one is started afresh."""
     try:
-        memo = json.loads(disk_memo_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none yet, unreadable or damaged: start afresh
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
     return memo if isinstance(memo, dict) else {}
+
+
+def remember_json(path: Path, key: str, value: Any) -> None:
+    """Add ``key``: ``value`` to the JSON memo file at ``path`` (read again first: another
+    process may have added entries meanwhile), written atomically. A file that cannot be
+    written (a read-only home) is skipped: it only costs the next process the work again."""
+    memo = read_json_memo(path)
+    memo[key] = value
+    with contextlib.suppress(OSError):
+        atomic_write_json(path, memo, fsync=False)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -79,14 +93,11 @@ def _memo_sha256(path: str, *stamp: int) -> str:
     size = stamp[0]
     if size < DISK_MEMO_BYTES:
         return _hash_stream(path)
-    known = _read_disk_memo().get(path)
+    known = read_json_memo(disk_memo_path()).get(path)
     if isinstance(known, list) and known[:-1] == list(stamp) and isinstance(known[-1], str):
         return known[-1]
     digest = _hash_stream(path)
-    memo = _read_disk_memo()  # again: another process may have added entries meanwhile
-    memo[path] = [*stamp, digest]
-    with contextlib.suppress(OSError):  # a read-only home only costs the next process a hash
-        atomic_write_json(disk_memo_path(), memo, fsync=False)
+    remember_json(disk_memo_path(), path, [*stamp, digest])
     return digest
 
 

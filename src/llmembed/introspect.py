@@ -14,10 +14,11 @@ bidirectional encoders (:data:`ENCODER_TYPES`); a config with ``use_bidirectiona
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .errors import ModelLoadError
 
 __all__ = [
@@ -252,6 +253,31 @@ def _load_config(reference: str) -> Any:
     return AutoConfig.from_pretrained(reference, trust_remote_code=False)
 
 
+def model_info_memo_path() -> Path:
+    """The JSON file where :func:`model_info` remembers local models' answers across processes
+    (``model-info.json`` beside :func:`llmembed.files.disk_memo_path`)."""
+    return files.disk_memo_path().with_name("model-info.json")
+
+
+def _memo_key(reference: str) -> str | None:
+    """The memo key of a local model folder's :class:`ModelInfo`: its ``config.json`` bytes and
+    the llmembed and transformers versions (which decide how they are read); None for anything
+    else (a ``.gguf`` file, a hub id)."""
+    config = Path(reference) / "config.json"
+    if not config.is_file():
+        return None
+    from importlib.metadata import version
+
+    from . import __version__
+
+    try:
+        data = config.read_bytes()
+    except OSError:
+        return None
+    stamp = f"llmembed {__version__} transformers {version('transformers')}\n".encode()
+    return files.sha256_bytes(stamp + data)
+
+
 def model_info(model: str) -> ModelInfo:
     """Shape of ``model`` read from its configuration only (no weights are loaded).
 
@@ -259,7 +285,9 @@ def model_info(model: str) -> ModelInfo:
     its hub id), a local folder with ``config.json``, a ``.gguf`` file (its metadata, as
     transformers reads it) or a hub id (fetched by ``transformers.AutoConfig``, online or from
     the local hub cache). A zoo model that is neither installed nor reachable on the hub is
-    described from the zoo's registry (``max_positions`` None).
+    described from the zoo's registry (``max_positions`` None). A local folder's answer is
+    remembered (:func:`model_info_memo_path`, keyed by :func:`_memo_key`): importing
+    transformers to read a config took about 2 s of every warm fit, which loads no model.
 
     Raises:
         ModelLoadError: ``model`` is not a model reference (:func:`check_reference`), the model
@@ -270,6 +298,13 @@ def model_info(model: str) -> ModelInfo:
 
     reference = zoo.resolve(model)
     check_reference(model, reference)
+    key = _memo_key(reference)
+    known = files.read_json_memo(model_info_memo_path()).get(key) if key else None
+    if isinstance(known, dict):
+        try:
+            return ModelInfo(**known)
+        except TypeError:  # written by another version of ModelInfo: read the config again
+            pass
     try:
         config = _load_config(reference)
     except (OSError, ValueError) as e:
@@ -282,4 +317,9 @@ def model_info(model: str) -> ModelInfo:
                 hidden_size=entry.hidden_size,
             )
         raise _model_not_found(model, reference, e) from e
-    return info_from_config(config)
+    info = info_from_config(config)
+    if key:
+        fields_ = asdict(info)
+        del fields_["num_hidden_states"]  # derived, not an argument
+        files.remember_json(model_info_memo_path(), key, fields_)
+    return info
