@@ -28,7 +28,13 @@ from llmembed import (
 )
 from llmembed.classifier import NotFittedError
 from llmembed.heads import HeadConfig
-from llmembed.lexical import LexicalChannel, _char_wb_tfidf, head_config, output_width
+from llmembed.lexical import (
+    LexicalChannel,
+    _char_wb_tfidf,
+    _word_tfidf,
+    head_config,
+    output_width,
+)
 from llmembed.modelcard import (
     CARD_NAME,
     CONFIG_NAME,
@@ -181,6 +187,34 @@ def test_char_wb_counts_by_word_match_scikit_learn(max_features):
     assert (_char_wb_tfidf(ours, new, fit=False) != ref.transform(new)).nnz == 0
     with pytest.raises(ValueError, match="no terms remain"):
         _char_wb_tfidf(channel._vectorizer("char"), ["ab", "cd"], fit=True)
+
+
+@pytest.mark.parametrize("ngrams", [[1, 1], [1, 2], [2, 3], [1, 3]])
+@pytest.mark.parametrize("max_features", [None, 30])
+def test_word_ngrams_by_integer_codes_match_scikit_learn(ngrams, max_features):
+    """The integer-coded word n-gram path gives scikit-learn's vocabulary, idf and matrix, bit
+    for bit: repeated words and n-grams within a text, one-token and empty texts, accents and
+    case, punctuation the token pattern drops, max_features ties; unseen n-grams at transform."""
+    rng = np.random.default_rng(1)
+    words = [*WORDS, "Été", "naïve", "x", "a-b", "ÀB", "dots...", "İs", "film", "FILM"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(0, 9)))) for i in range(150)] + [
+        "film film film",
+        "x",
+        "",
+        "good good",
+    ]
+    new = ["unseen wörds here", "", texts[5], "Été naïve film film", "x y"]
+    channel = LexicalChannel(LexicalConfig(word_ngrams=ngrams, min_df=2))
+    ours, ref = channel._vectorizer("word"), channel._vectorizer("word")
+    ours.max_features = ref.max_features = max_features
+    got, want = _word_tfidf(ours, texts, fit=True), ref.fit_transform(texts)
+    assert ours.vocabulary_ == ref.vocabulary_
+    assert np.array_equal(ours.idf_, ref.idf_)
+    assert (got != want).nnz == 0 and np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.indptr, want.indptr)
+    assert (_word_tfidf(ours, new, fit=False) != ref.transform(new)).nnz == 0
+    with pytest.raises(ValueError, match="empty vocabulary"):
+        _word_tfidf(channel._vectorizer("word"), ["", "a !"], fit=True)
 
 
 def test_analyzers_can_be_turned_off():

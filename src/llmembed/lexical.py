@@ -192,7 +192,6 @@ def _char_wb_tfidf(vec: Any, texts: Sequence[str], fit: bool) -> Any:
     Raises: ValueError, as scikit-learn's, when fitting keeps no n-gram.
     """
     import scipy.sparse as sp
-    from sklearn.feature_extraction.text import TfidfTransformer
 
     analyze = vec.build_analyzer()
     words: dict[str, int] = {}
@@ -222,12 +221,96 @@ def _char_wb_tfidf(vec: Any, texts: Sequence[str], fit: bool) -> Any:
         shape=(len(words), len(vocab)),
     )
     counts = (text_words @ word_grams).tocsr()
+    return _weigh(vec, counts, list(vocab) if fit else None)
+
+
+def _word_tfidf(vec: Any, texts: Sequence[str], fit: bool) -> Any:
+    """``vec.fit_transform(texts)`` (``fit``) or ``vec.transform(texts)`` for a ``word``
+    TfidfVectorizer (no stop words), the same matrix and vocabulary, about 3x faster.
+
+    Each text is tokenized once by ``vec``'s own preprocessor and tokenizer and its tokens
+    become integer ids; an n-gram is then a code built from the (n-1)-gram's code and the next
+    token's id, with numpy, and only the distinct n-grams are joined into strings (scikit-learn
+    joins and looks up every n-gram of every text: SST-2's 67,349 texts, 1.1M entries, 2.9 s).
+    Tokens hold no space, so the joined strings of distinct n-grams are distinct.
+
+    Takes: the vectorizer (fitted unless ``fit``), the texts. Returns: the CSR TF-IDF matrix.
+    Raises: ValueError, as scikit-learn's, when fitting keeps no n-gram.
+    """
+    import scipy.sparse as sp
+
+    preprocess, tokenize = vec.build_preprocessor(), vec.build_tokenizer()
+    lo, hi = vec.ngram_range
+    words: dict[str, int] = {}
+    token_ids: list[int] = []
+    ends = np.zeros(len(texts) + 1, dtype=np.int64)
+    for i, text in enumerate(texts):
+        token_ids.extend([words.setdefault(t, len(words)) for t in tokenize(preprocess(text))])
+        ends[i + 1] = len(token_ids)
+    ids = np.asarray(token_ids, dtype=np.int64)
+    doc = np.repeat(np.arange(len(texts)), np.diff(ends))
+    names = list(words)
+    vocab: dict[str, int] = {} if fit else vec.vocabulary_
+    terms: list[str] = []
+    rows, cols, firsts = [], [], []
+    code = ids  # of the n-gram starting at each token (-1: it would run past its text)
+    for n in range(1, hi + 1):
+        if len(ids) < n:
+            break
+        if n == 1:
+            at, key = np.arange(len(ids)), ids
+        else:  # the (n-1)-gram at i followed by token i+n-1 of the same text
+            at = np.flatnonzero(doc[n - 1 :] == doc[: len(ids) - n + 1])
+            key = code[at] * len(words) + ids[at + n - 1]
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        code = np.full(len(ids) - n + 1, -1, dtype=np.int64)
+        code[at] = inverse
+        if n < lo:
+            continue
+        grams = [" ".join([names[t] for t in token_ids[p : p + n]]) for p in at[first].tolist()]
+        if fit:
+            col_of = np.arange(len(terms), len(terms) + len(grams))
+            terms += grams
+            firsts.append(np.stack([doc[at[first]], np.full(len(first), n), at[first]]))
+        else:
+            col_of = np.array([vocab.get(g, -1) for g in grams], dtype=np.int64)
+        col = col_of[inverse]
+        keep = col >= 0
+        rows.append(doc[at[keep]])
+        cols.append(col[keep])
+    if fit and not terms:
+        raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+    width = len(terms) if fit else len(vocab)
+    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    if fit:  # columns in scikit-learn's order of first appearance (text, n, position): rows
+        # then list their n-grams in its order, and sums over a row add up in its order
+        order = np.lexsort(np.concatenate(firsts, axis=1)[::-1])
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        col, terms = rank[col], [terms[j] for j in order]
+    counts = sp.csr_matrix(
+        (np.ones(len(row)), (row, col)), shape=(len(texts), width), dtype=np.float64
+    )
+    return _weigh(vec, counts, terms if fit else None)
+
+
+def _weigh(vec: Any, counts: Any, terms: list[str] | None) -> Any:
+    """The TF-IDF matrix of a count matrix [texts, n-grams] as ``vec`` would make it.
+
+    Fitting (``terms``: column -> n-gram, the columns in any order) takes scikit-learn's steps
+    in its order (CountVectorizer._sort_features, then _limit_features: ``min_df``, then the
+    ``max_features`` largest total counts) and sets ``vec.vocabulary_`` and ``vec.idf_``;
+    without ``terms`` the columns are ``vec``'s vocabulary and its idf weighs them.
+    Raises: ValueError, as scikit-learn's, when fitting keeps no n-gram.
+    """
+    from sklearn.feature_extraction.text import TfidfTransformer
+
     counts.sort_indices()
     tfidf = TfidfTransformer(
         norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf, sublinear_tf=vec.sublinear_tf
     )
-    if fit:  # the steps of CountVectorizer._sort_features and _limit_features, the same order
-        terms = list(vocab)
+    if terms is not None:
         order = sorted(range(len(terms)), key=terms.__getitem__)
         new_col = np.empty(len(terms), dtype=counts.indices.dtype)
         new_col[order] = np.arange(len(terms))
@@ -294,9 +377,8 @@ class LexicalChannel:
         """One analyzer's TF-IDF matrix of texts: its vectorizer's ``fit_transform`` (``fit``)
         or ``transform``, by :func:`_char_wb_tfidf` for the ``char_wb`` analyzer."""
         vec = self.vectorizers[analyzer]
-        if _ANALYZER_KIND[analyzer] == "char_wb":
-            return _char_wb_tfidf(vec, texts, fit)
-        return vec.fit_transform(texts) if fit else vec.transform(texts)
+        fast = _char_wb_tfidf if _ANALYZER_KIND[analyzer] == "char_wb" else _word_tfidf
+        return fast(vec, texts, fit)
 
     def _svm(self, seed: int) -> Any:
         from sklearn.svm import LinearSVC
