@@ -127,6 +127,28 @@ def test_binary_width_and_kfold_fallback():
     assert channel.transform(small_texts).shape == (len(keep), 1, 3)
 
 
+def test_large_training_sets_take_large_folds(monkeypatch):
+    texts, y = topic_texts()
+    ids = np.arange(len(texts))  # one group per text: group_kfold is given the fold count
+    real, seen = lexical.group_kfold, []
+
+    def spy(target, folds, seed, groups=None):
+        seen.append(folds)
+        return real(target, folds, seed, groups)
+
+    def fit(**settings):
+        channel = LexicalChannel(LexicalConfig(enabled=True, **settings))
+        channel.fit_transform(texts, y, 3, 0, groups=ids)
+
+    monkeypatch.setattr(lexical, "group_kfold", spy)
+    fit()
+    monkeypatch.setattr(lexical, "LARGE_ROWS", len(texts))
+    fit()
+    fit(large_folds=4)
+    fit(folds=2, large_folds=4)  # never more than folds
+    assert seen == [5, 3, 4, 2]
+
+
 def multilabel_target(y: np.ndarray) -> np.ndarray:
     """A 0/1 matrix of 4 labels from 3 topics: one label every text has (nothing to fit)."""
     return np.stack([y == 0, y >= 1, np.ones_like(y, dtype=bool), y == 2], axis=1).astype(int)
@@ -287,6 +309,7 @@ def test_too_few_texts_for_min_df_is_a_data_error():
         ({"C": "big"}, "C must"),
         ({"C": float("inf")}, "C must"),
         ({"folds": 1}, "folds"),
+        ({"large_folds": 1}, "large_folds"),
         ({"enabled": "yes"}, "enabled"),
         ({"sublinear_tf": 1}, "sublinear_tf"),
         ({"nope": 1}, "Unknown lexical setting"),

@@ -26,6 +26,10 @@ from .errors import DataError
 
 __all__ = ["auto_groups", "group_ids", "group_kfold", "group_validation", "phrase_groups"]
 
+# Training rows from which out-of-fold scores (the stack's regressions', the lexical channel's
+# SVMs) take fewer folds: there a fold fit that misses 1/k of the rows scores as well as the
+# full fit, and the folds are the cost (docs/layer-choice.md, docs/performance.md).
+LARGE_ROWS = 20_000
 AUTO_MIN_TEXTS = 1000  # fewer training texts: auto_groups does not look
 AUTO_SAMPLE = 200  # texts looked up by auto_groups
 AUTO_MIN_SHARE = 0.10  # of them inside another text (or copied) for auto_groups to group

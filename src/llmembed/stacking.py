@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .heads import FusionHead, HeadConfig
+from .splits import LARGE_ROWS
 from .training import TrainConfig, predict_logits, train_head
 
 __all__ = ["LARGE_FOLDS", "LARGE_ROWS", "STACK_FOLDS", "BackboneScores", "PREFIX", "stack_folds"]
@@ -45,7 +46,6 @@ __all__ = ["LARGE_FOLDS", "LARGE_ROWS", "STACK_FOLDS", "BackboneScores", "PREFIX
 # `cpu-stack`".
 STACK_FOLDS = 5
 LARGE_FOLDS = 3
-LARGE_ROWS = 20_000
 PREFIX = "stack."  # of the regressions' tensors in head.safetensors
 _LINEAR = HeadConfig(fusion="linear")
 
